@@ -1,0 +1,111 @@
+"""Horizontal resampling: a pixel stream in, the resampled (and cropped) row pixels out.
+
+Runs the per-row step schedule of :mod:`hdl.resample` from a table memory. Scatter mode
+(downscale) consumes one input pixel per step and keeps ``LANES`` output accumulators open, so
+the cost per input pixel is one clock whatever the ratio. Gather mode (upscale) keeps the last
+three input pixels and computes one output per step.
+
+Pipeline (all stages advance together when the output register is free):
+table entry → products (S1) → accumulate / sum, clip8 → output register.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..resample import GATHER, LANES
+from .layouts import Pixel, StepLayout
+from .resample_common import ACC, BIAS, clip8, step_table
+
+
+class HResample(wiring.Component):
+    """Parameters: ``depth``, the number of steps the table holds.
+
+    Ports: ``i``/``o`` pixel streams; ``run`` (tables loaded, job running); ``steps``/``mode``
+    (this job's schedule, from the job header); ``tbl_*`` the table's write port. A
+    ``ResetInserter`` around the unit empties it between jobs.
+    """
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        super().__init__({
+            "i": In(stream.Signature(Pixel)),
+            "o": Out(stream.Signature(Pixel)),
+            "run": In(1),
+            "steps": In(16),
+            "mode": In(1),
+            "tbl_addr": In(range(depth)),
+            "tbl_data": In(StepLayout),
+            "tbl_we": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.table = table = step_table(self.depth)
+        wr = table.write_port()
+        rd = table.read_port()
+        m.d.comb += [wr.addr.eq(self.tbl_addr), wr.data.eq(self.tbl_data), wr.en.eq(self.tbl_we)]
+
+        gather = self.mode == GATHER
+        step = Signal(range(self.depth))
+        primed = Signal()           # rd.data holds the entry of `step`
+        entry = rd.data
+
+        en = ~self.o.valid | self.o.ready
+        can_step = self.run & primed & en
+        fire = can_step & (~entry.adv | self.i.valid)
+        m.d.comb += self.i.ready.eq(can_step & entry.adv)
+
+        next_step = Mux(step == self.steps - 1, 0, step + 1)
+        m.d.comb += rd.addr.eq(Mux(fire, next_step, step))
+        # One cycle of reading `step` once the job runs: the table was just written.
+        m.d.sync += primed.eq(self.run)
+        with m.If(fire):
+            m.d.sync += step.eq(next_step)
+
+        # Window of the last three input pixels; window[2] is the newest.
+        window = [Signal(Pixel, name=f"win{j}") for j in range(3)]
+        shifted = [window[1], window[2], self.i.payload]
+        new_window = [Mux(entry.adv, shifted[j].as_value(), window[j].as_value())
+                      for j in range(3)]
+        with m.If(fire & entry.adv):
+            m.d.sync += [window[j].eq(shifted[j]) for j in range(3)]
+
+        weights = [entry.w0, entry.w1, entry.w2]
+        s1_valid = Signal()
+        s1_emit = Signal()
+        s1_lane = Signal(2)
+        s1_init = Signal(LANES)
+        prod = [[Signal(ACC, name=f"prod{l}_{c}") for c in range(3)] for l in range(LANES)]
+        with m.If(en):
+            m.d.sync += s1_valid.eq(fire)
+        with m.If(fire):
+            m.d.sync += [s1_emit.eq(entry.emit), s1_lane.eq(entry.lane), s1_init.eq(entry.init)]
+            for l in range(LANES):
+                # Scatter: every lane weighs the newest pixel; gather: lane l weighs window[l].
+                operand = Mux(gather, new_window[l], new_window[2])
+                px = data.View(Pixel, operand)
+                for c in range(3):
+                    m.d.sync += prod[l][c].eq(weights[l] * px[c])
+
+        acc = [[Signal(ACC, name=f"acc{l}_{c}") for c in range(3)] for l in range(LANES)]
+        sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]
+        for l in range(LANES):
+            for c in range(3):
+                base = Mux(s1_init[l], BIAS, acc[l][c])
+                m.d.comb += sums[l][c].eq(base + prod[l][c])
+        result = []
+        for c in range(3):
+            total = Const(BIAS, ACC) + prod[0][c] + prod[1][c] + prod[2][c]
+            lane_sum = Array(sums[l][c] for l in range(LANES))[s1_lane]
+            result.append(clip8(Mux(gather, total, lane_sum)))
+
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(s1_valid & s1_emit)
+            with m.If(s1_valid):
+                with m.If(~gather):
+                    m.d.sync += [acc[l][c].eq(sums[l][c]) for l in range(LANES) for c in range(3)]
+                with m.If(s1_emit):
+                    m.d.sync += [self.o.payload[c].eq(result[c]) for c in range(3)]
+        return m

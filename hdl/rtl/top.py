@@ -1,0 +1,260 @@
+"""The preprocessing core generated from a pipeline spec.
+
+``cfg`` words (see :mod:`hdl.job`) → job sequencer → pixel gate → [resize | crop] → tensor
+layout → [normalize → output convert] → ``out``; one ``status`` word per job.
+
+The sequencer makes the core hang-proof: every job ends with a status word, a bad header or a
+frame of the wrong length drains the ``pix`` stream up to ``last``, and a watchdog turns a
+datapath that stops making progress (tables inconsistent with the image) into ``STALL``. Between
+jobs the whole datapath is reset, so an aborted job leaves nothing behind.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..fixedpoint import normalize_constants
+from ..job import HEADER_WORDS, Status
+from ..resample import STEP_WORDS
+from ..spec import PipelineSpec
+from .crop import Crop
+from .hresample import HResample
+from .layouts import PixelIn, StepLayout, Tag, tensor_beat
+from .normalize import Normalize
+from .tensor_layout import TensorLayout
+from .vresample import VResample
+
+StatusWord = data.StructLayout({"code": unsigned(8), "reserved": unsigned(24)})
+
+#: Cycles without any datapath handshake (while not waiting on the host) before STALL.
+WATCHDOG_CYCLES = 1024
+
+
+def table_depths(spec: PipelineSpec) -> tuple[int, int]:
+    """Steps the horizontal and vertical tables hold: a downscale takes one step per input
+    sample, an upscale at most one per input sample plus one per output sample."""
+    out_h = spec.crop.out_size[1] if spec.crop else (
+        spec.resize.size[1] if spec.resize and spec.resize.size else spec.max_height)
+    return spec.max_width + spec.out_width_limit, spec.max_height + out_h
+
+
+class PreprocessCore(wiring.Component):
+    def __init__(self, spec: PipelineSpec):
+        self.spec = spec
+        self.element_bits = spec.output.element_bits
+        super().__init__({
+            "cfg": In(stream.Signature(unsigned(32))),
+            "pix": In(stream.Signature(PixelIn)),
+            "out": Out(stream.Signature(tensor_beat(self.element_bits))),
+            "status": Out(stream.Signature(StatusWord)),
+        })
+
+    def elaborate(self, platform):
+        spec = self.spec
+        m = Module()
+        clear = Signal()     # one cycle between jobs: empties the datapath
+        running = Signal()
+
+        def unit(name, elaboratable):
+            m.submodules[name] = ResetInserter(clear)(elaboratable)
+            return elaboratable
+
+        # ---- job header ---------------------------------------------------------------------
+        hdr = [Signal(32, name=f"hdr{i}") for i in range(HEADER_WORDS)]
+        in_w, in_h = hdr[0][:16], hdr[0][16:]
+        out_w, out_h = hdr[1][:16], hdr[1][16:]
+        h_steps, v_steps = hdr[2][:16], hdr[2][16:]
+        h_mode, v_mode = hdr[3][0], hdr[3][1]
+        crop_x, crop_y = hdr[4][:16], hdr[4][16:]
+        out_base = hdr[5]
+
+        # ---- datapath -----------------------------------------------------------------------
+        layout = unit("layout", TensorLayout(spec.output.layout))
+        m.d.comb += [layout.base.eq(out_base), layout.out_w.eq(out_w), layout.out_h.eq(out_h)]
+        handshakes = []
+
+        def fired(s):
+            h = s.valid & s.ready
+            handshakes.append(h)
+            return h
+
+        h_depth, v_depth = table_depths(spec)
+        tbl_data = Signal(StepLayout)
+        tbl_addr = Signal(range(max(h_depth, v_depth) + 1))
+        h_we = Signal()
+        v_we = Signal()
+        if spec.resize is not None:
+            hr = unit("hresample", HResample(h_depth))
+            vr = unit("vresample", VResample(v_depth, spec.out_width_limit))
+            m.d.comb += [hr.run.eq(running), hr.steps.eq(h_steps), hr.mode.eq(h_mode),
+                         hr.tbl_addr.eq(tbl_addr), hr.tbl_data.eq(tbl_data), hr.tbl_we.eq(h_we),
+                         vr.run.eq(running), vr.steps.eq(v_steps), vr.mode.eq(v_mode),
+                         vr.width.eq(out_w),
+                         vr.tbl_addr.eq(tbl_addr), vr.tbl_data.eq(tbl_data), vr.tbl_we.eq(v_we)]
+            wiring.connect(m, hr.o, vr.i)
+            wiring.connect(m, vr.o, layout.i)
+            dp_in = hr.i
+            fired(hr.o)
+            fired(vr.o)
+        elif spec.crop is not None:
+            crop = unit("crop", Crop())
+            m.d.comb += [crop.in_w.eq(in_w), crop.x0.eq(crop_x), crop.y0.eq(crop_y),
+                         crop.out_w.eq(out_w), crop.out_h.eq(out_h)]
+            wiring.connect(m, crop.o, layout.i)
+            dp_in = crop.i
+            fired(crop.o)
+        else:
+            dp_in = layout.i
+        fired(dp_in)
+
+        consts = normalize_constants(spec)
+        if consts is None:          # raw uint8 passthrough
+            dp_out = layout.o
+            out_data = layout.o.payload.rgb
+            out_tag = layout.o.payload.tag
+        else:
+            from .convert import OutputConvert   # noqa: PLC0415 (only specs that convert)
+            norm = unit("normalize", Normalize(*consts))
+            conv = unit("convert", OutputConvert(spec.output.dtype, lanes=3, side_layout=Tag))
+            wiring.connect(m, layout.o, norm.i)
+            wiring.connect(m, norm.o, conv.i)
+            fired(layout.o)
+            fired(norm.o)
+            dp_out = conv.o
+            out_data = conv.o.payload.data
+            out_tag = conv.o.payload.side
+        out_fire = fired(self.out)
+        m.d.comb += [self.out.valid.eq(dp_out.valid & running),
+                     dp_out.ready.eq(self.out.ready & running),
+                     self.out.payload.offset.eq(out_tag.offset),
+                     self.out.payload.last.eq(out_tag.last)]
+        m.d.comb += [self.out.payload.data[c].eq(out_data[c]) for c in range(3)]
+
+        # ---- job sequencer ------------------------------------------------------------------
+        code = Signal(8)
+        word_idx = Signal(range(HEADER_WORDS))
+        tab_idx = Signal(17)
+        sub = Signal(range(STEP_WORDS))
+        words = [Signal(32, name=f"step_word{i}") for i in range(STEP_WORDS - 1)]
+        px = Signal(16)
+        py = Signal(16)
+        in_done = Signal()
+        out_done = Signal()
+        draining = Signal()
+        long_frame = Signal()
+        watchdog = Signal(range(WATCHDOG_CYCLES + 1))
+        m.d.comb += [tbl_addr.eq(tab_idx),
+                     tbl_data.eq(Cat(*words, self.cfg.payload)[:StepLayout.size])]
+
+        at_end = (px == in_w - 1) & (py == in_h - 1)
+        gate_open = running & ~in_done & ~draining
+        progress = Signal()
+        m.d.comb += progress.eq(Cat(*handshakes).any())
+
+        def load_table(count, depth, we, next_state):
+            with m.If(tab_idx == count):
+                m.d.sync += [tab_idx.eq(0), sub.eq(0)]
+                m.next = next_state
+            with m.Else():
+                m.d.comb += self.cfg.ready.eq(1)
+                with m.If(self.cfg.valid):
+                    with m.If(sub == STEP_WORDS - 1):
+                        m.d.comb += we.eq(tab_idx < depth)
+                        m.d.sync += [sub.eq(0), tab_idx.eq(tab_idx + 1)]
+                    with m.Else():
+                        m.d.sync += sub.eq(sub + 1)
+                        for i in range(STEP_WORDS - 1):
+                            with m.If(sub == i):
+                                m.d.sync += words[i].eq(self.cfg.payload)
+
+        with m.FSM(name="seq"):
+            with m.State("HEADER"):
+                m.d.comb += self.cfg.ready.eq(1)
+                with m.If(self.cfg.valid):
+                    for i in range(HEADER_WORDS):
+                        with m.If(word_idx == i):
+                            m.d.sync += hdr[i].eq(self.cfg.payload)
+                    m.d.sync += word_idx.eq(word_idx + 1)
+                    with m.If(word_idx == HEADER_WORDS - 1):
+                        m.d.sync += [word_idx.eq(0), tab_idx.eq(0), sub.eq(0)]
+                        m.next = "HTAB" if spec.resize is not None else "CHECK"
+            if spec.resize is not None:
+                with m.State("HTAB"):
+                    load_table(h_steps, h_depth, h_we, "VTAB")
+                with m.State("VTAB"):
+                    load_table(v_steps, v_depth, v_we, "CHECK")
+            with m.State("CHECK"):
+                bad_dims = ((in_w == 0) | (in_w > spec.max_width) | (in_h == 0)
+                            | (in_h > spec.max_height) | (out_w == 0)
+                            | (out_w > spec.out_width_limit) | (out_h == 0))
+                if spec.resize is not None:
+                    bad_table = ((h_steps == 0) | (h_steps > h_depth) | (v_steps == 0)
+                                 | (v_steps > v_depth))
+                else:
+                    bad_dims = (bad_dims | (crop_x + out_w > in_w) | (crop_y + out_h > in_h))
+                    bad_table = 0
+                m.d.sync += [px.eq(0), py.eq(0), in_done.eq(0), out_done.eq(0),
+                             draining.eq(0), long_frame.eq(0), watchdog.eq(0)]
+                with m.If(bad_dims):
+                    m.d.sync += code.eq(Status.BAD_DIMS)
+                    m.next = "DRAIN"
+                with m.Elif(bad_table):
+                    m.d.sync += code.eq(Status.BAD_TABLE)
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += code.eq(Status.OK)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                # Pixel gate: exactly in_w*in_h pixels reach the datapath.
+                m.d.comb += [dp_in.valid.eq(self.pix.valid & gate_open),
+                             dp_in.payload.eq(self.pix.payload.rgb),
+                             self.pix.ready.eq(Mux(gate_open, dp_in.ready, draining))]
+                pix_fire = self.pix.valid & self.pix.ready
+                with m.If(pix_fire & gate_open):
+                    with m.If(px == in_w - 1):
+                        m.d.sync += [px.eq(0), py.eq(py + 1)]
+                    with m.Else():
+                        m.d.sync += px.eq(px + 1)
+                    with m.If(at_end):
+                        with m.If(self.pix.payload.last):
+                            m.d.sync += in_done.eq(1)
+                        with m.Else():
+                            m.d.sync += [draining.eq(1), long_frame.eq(1)]
+                with m.If(pix_fire & draining & self.pix.payload.last):
+                    m.d.sync += [draining.eq(0), in_done.eq(1)]
+                with m.If(out_fire & self.out.payload.last):
+                    m.d.sync += out_done.eq(1)
+
+                waiting_on_host = ((gate_open & ~self.pix.valid) | draining
+                                   | (self.out.valid & ~self.out.ready))
+                with m.If(progress | waiting_on_host):
+                    m.d.sync += watchdog.eq(0)
+                with m.Else():
+                    m.d.sync += watchdog.eq(watchdog + 1)
+
+                with m.If(pix_fire & gate_open & self.pix.payload.last & ~at_end):
+                    m.d.sync += code.eq(Status.SHORT_FRAME)
+                    m.next = "STATUS"
+                with m.Elif(watchdog == WATCHDOG_CYCLES):
+                    m.d.sync += code.eq(Status.STALL)
+                    with m.If(in_done):
+                        m.next = "STATUS"
+                    with m.Else():
+                        m.next = "DRAIN"
+
+                with m.Elif(in_done & out_done):
+                    m.d.sync += code.eq(Mux(long_frame, Status.LONG_FRAME, Status.OK))
+                    m.next = "STATUS"
+            with m.State("DRAIN"):
+                m.d.comb += self.pix.ready.eq(1)
+                with m.If(self.pix.valid & self.pix.payload.last):
+                    m.next = "STATUS"
+            with m.State("STATUS"):
+                m.d.comb += [self.status.valid.eq(1), self.status.payload.code.eq(code)]
+                with m.If(self.status.ready):
+                    m.d.comb += clear.eq(1)
+                    m.next = "HEADER"
+        return m
+
