@@ -26,8 +26,15 @@ def verilog_text(spec: PipelineSpec) -> str:
 
 
 def _fields(layout) -> dict:
-    """{name: [lsb, width]} for a StructLayout (nested arrays flattened as one field)."""
-    return {name: [f.offset, f.width] for name, f in layout}
+    """{name: [lsb, width]} for a StructLayout; the pixel array ``rgb`` as fields r, g, b."""
+    out = {}
+    for name, f in layout:
+        if name == "rgb":
+            for c, ch in enumerate("rgb"):
+                out[ch] = [f.offset + 8 * c, 8]
+        else:
+            out[name] = [f.offset, f.width]
+    return out
 
 
 def manifest(spec: PipelineSpec, verilog_file: str, verilog_sha256: str) -> dict:

@@ -120,3 +120,34 @@ def pack_pixels(rgb: np.ndarray) -> np.ndarray:
 
 
 STEP_WORDS = STEP_WORDS
+
+
+def tensor_shape(spec: PipelineSpec, job: Job) -> tuple[int, int, int]:
+    return spec.output_shape(job.geometry.out_w, job.geometry.out_h)
+
+
+def channel_stride(spec: PipelineSpec, job: Job) -> int:
+    return job.geometry.out_w * job.geometry.out_h if spec.output.layout == "CHW" else 1
+
+
+def assemble_tensor(spec: PipelineSpec, job: Job, offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Place the core's ``out`` beats (element offsets, (n, 3) element bit patterns) into the
+    tensor, exactly as a DMA engine would; every element must be written exactly once."""
+    shape = tensor_shape(spec, job)
+    n = shape[0] * shape[1] * shape[2]
+    stride = channel_stride(spec, job)
+    bits = 16 if spec.output.element_bits == 16 else 8
+    flat = np.zeros(n, np.uint16 if bits == 16 else np.uint8)
+    hits = np.zeros(n, np.int32)
+    offsets = np.asarray(offsets, np.int64) - job.out_base
+    data = np.asarray(data)
+    for c in range(3):
+        idx = offsets + c * stride
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise JobError(f"output offset {int(idx.max())} outside the {shape} tensor")
+        flat[idx] = data[:, c]
+        np.add.at(hits, idx, 1)
+    if not (hits == 1).all():
+        raise JobError(f"{int((hits == 0).sum())} tensor elements missing and "
+                       f"{int((hits > 1).sum())} written more than once")
+    return flat.view(np.dtype(spec.output.numpy_dtype)).reshape(shape)

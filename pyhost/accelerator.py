@@ -7,6 +7,8 @@ Backends:
 - ``golden``: the numpy golden model, bit-exact with the RTL.
 - ``rtl``: the generated Verilog, simulated cycle-accurately on Verilator (correctness and cycle
   counts, not speed).
+- ``fpga``: a board running the pipeline's bitstream, over its serial link (``port=...``); the
+  same host code talks to the simulated board through a pseudo-terminal.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from hdl.spec import PipelineSpec, load_pipeline
 
 __all__ = ["Accelerator", "PreprocessError", "Result", "BACKENDS", "Source"]
 
-BACKENDS = ("pillow", "golden", "rtl")
+BACKENDS = ("pillow", "golden", "rtl", "fpga")
 Source = Union[bytes, bytearray, memoryview, str, os.PathLike]
 
 
@@ -153,5 +155,8 @@ def _make_backend(spec: PipelineSpec, backend: str, options: dict):
     if backend == "golden":
         from .backends.golden import GoldenBackend
         return GoldenBackend(spec, **options)
+    if backend == "fpga":
+        from .backends.fpga import FpgaBackend
+        return FpgaBackend(spec, **options)
     from .backends.rtl import RtlBackend
     return RtlBackend(spec, **options)

@@ -47,7 +47,13 @@ def cmd_preprocess(args) -> int:
             options["trace_window"] = args.trace_window
         if args.backpressure:
             options["backpressure"] = args.backpressure
-    elif args.trace or args.trace_window:
+    elif args.backend == "fpga":
+        if not args.port:
+            print("preba preprocess: --backend fpga needs --port DEVICE (e.g. /dev/ttyUSB0)",
+                  file=sys.stderr)
+            return 2
+        options["port"] = args.port
+    if args.backend != "rtl" and (args.trace or args.trace_window):
         print("preba preprocess: --trace needs --backend rtl", file=sys.stderr)
         return 2
     acc = Accelerator(args.pipeline, backend=args.backend, **options)
@@ -103,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Exit status 1 if any image failed (the others are still "
                                     "written).")
     pipeline_arg(pp)
-    pp.add_argument("--backend", choices=("rtl", "golden", "pillow"), default="golden",
+    pp.add_argument("--backend", choices=("rtl", "golden", "pillow", "fpga"), default="golden",
                     help="rtl: simulated RTL (Verilator); golden: numpy model bit-exact with "
-                         "the RTL; pillow: the CPU software pipeline (default: golden)")
+                         "the RTL; pillow: the CPU software pipeline; fpga: a board (or the "
+                         "simulated board) over a serial port (default: golden)")
+    pp.add_argument("--port", metavar="DEVICE", help="fpga backend: the board's serial port")
     pp.add_argument("--out", required=True, metavar="DIR")
     pp.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                     help="images in parallel processes (default 1)")

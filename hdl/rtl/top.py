@@ -25,7 +25,11 @@ from .normalize import Normalize
 from .tensor_layout import TensorLayout
 from .vresample import VResample
 
-StatusWord = data.StructLayout({"code": unsigned(8), "reserved": unsigned(24)})
+#: One per job. ``feed_cycles``: clocks from the first cycle of RUN until the job's last pixel
+#: entered the datapath; ``run_cycles``: until the job's last output (performance counters, so
+#: the pixel pipeline's own rate can be read apart from the table load).
+StatusWord = data.StructLayout({"code": unsigned(8), "reserved": unsigned(24),
+                                "feed_cycles": unsigned(32), "run_cycles": unsigned(32)})
 
 #: Cycles without any datapath handshake (while not waiting on the host) before STALL.
 WATCHDOG_CYCLES = 1024
@@ -55,6 +59,9 @@ class PreprocessCore(wiring.Component):
         m = Module()
         clear = Signal()     # one cycle between jobs: empties the datapath
         running = Signal()
+        # The resample units prefetch their first table entry during CHECK, so the first
+        # pixel can enter on the first cycle of RUN.
+        tables_ready = Signal()
 
         def unit(name, elaboratable):
             m.submodules[name] = ResetInserter(clear)(elaboratable)
@@ -87,9 +94,9 @@ class PreprocessCore(wiring.Component):
         if spec.resize is not None:
             hr = unit("hresample", HResample(h_depth))
             vr = unit("vresample", VResample(v_depth, spec.out_width_limit))
-            m.d.comb += [hr.run.eq(running), hr.steps.eq(h_steps), hr.mode.eq(h_mode),
+            m.d.comb += [hr.run.eq(tables_ready), hr.steps.eq(h_steps), hr.mode.eq(h_mode),
                          hr.tbl_addr.eq(tbl_addr), hr.tbl_data.eq(tbl_data), hr.tbl_we.eq(h_we),
-                         vr.run.eq(running), vr.steps.eq(v_steps), vr.mode.eq(v_mode),
+                         vr.run.eq(tables_ready), vr.steps.eq(v_steps), vr.mode.eq(v_mode),
                          vr.width.eq(out_w),
                          vr.tbl_addr.eq(tbl_addr), vr.tbl_data.eq(tbl_data), vr.tbl_we.eq(v_we)]
             wiring.connect(m, hr.o, vr.i)
@@ -144,6 +151,8 @@ class PreprocessCore(wiring.Component):
         draining = Signal()
         long_frame = Signal()
         watchdog = Signal(range(WATCHDOG_CYCLES + 1))
+        feed_cycles = Signal(32)
+        run_cycles = Signal(32)
         m.d.comb += [tbl_addr.eq(tab_idx),
                      tbl_data.eq(Cat(*words, self.cfg.payload)[:StepLayout.size])]
 
@@ -185,6 +194,7 @@ class PreprocessCore(wiring.Component):
                 with m.State("VTAB"):
                     load_table(v_steps, v_depth, v_we, "CHECK")
             with m.State("CHECK"):
+                m.d.comb += tables_ready.eq(1)
                 bad_dims = ((in_w == 0) | (in_w > spec.max_width) | (in_h == 0)
                             | (in_h > spec.max_height) | (out_w == 0)
                             | (out_w > spec.out_width_limit) | (out_h == 0))
@@ -195,7 +205,8 @@ class PreprocessCore(wiring.Component):
                     bad_dims = (bad_dims | (crop_x + out_w > in_w) | (crop_y + out_h > in_h))
                     bad_table = 0
                 m.d.sync += [px.eq(0), py.eq(0), in_done.eq(0), out_done.eq(0),
-                             draining.eq(0), long_frame.eq(0), watchdog.eq(0)]
+                             draining.eq(0), long_frame.eq(0), watchdog.eq(0),
+                             feed_cycles.eq(0), run_cycles.eq(0)]
                 with m.If(bad_dims):
                     m.d.sync += code.eq(Status.BAD_DIMS)
                     m.next = "DRAIN"
@@ -206,7 +217,10 @@ class PreprocessCore(wiring.Component):
                     m.d.sync += code.eq(Status.OK)
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += running.eq(1)
+                m.d.comb += [running.eq(1), tables_ready.eq(1)]
+                m.d.sync += run_cycles.eq(run_cycles + 1)
+                with m.If(~in_done & ~draining):
+                    m.d.sync += feed_cycles.eq(feed_cycles + 1)
                 # Pixel gate: exactly in_w*in_h pixels reach the datapath.
                 m.d.comb += [dp_in.valid.eq(self.pix.valid & gate_open),
                              dp_in.payload.eq(self.pix.payload.rgb),
@@ -252,7 +266,9 @@ class PreprocessCore(wiring.Component):
                 with m.If(self.pix.valid & self.pix.payload.last):
                     m.next = "STATUS"
             with m.State("STATUS"):
-                m.d.comb += [self.status.valid.eq(1), self.status.payload.code.eq(code)]
+                m.d.comb += [self.status.valid.eq(1), self.status.payload.code.eq(code),
+                             self.status.payload.feed_cycles.eq(feed_cycles),
+                             self.status.payload.run_cycles.eq(run_cycles)]
                 with m.If(self.status.ready):
                     m.d.comb += clear.eq(1)
                     m.next = "HEADER"

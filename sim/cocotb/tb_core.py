@@ -63,6 +63,7 @@ class CoreTB:
         while not self.out.empty():
             beats.append(self.out.recv_nowait())
         code = status_word & 0xFF
+        feed = (status_word >> 32) & 0xFFFFFFFF
         assert code == job["status"], f"{name}: status {code}, expected {job['status']}"
         if code != 0:
             return
@@ -81,7 +82,10 @@ class CoreTB:
                 seen[idx] += 1
         assert (seen == 1).all(), (f"{name}: {int((seen == 0).sum())} elements missing, "
                                    f"{int((seen > 1).sum())} written twice")
-        self.dut._log.info(f"{name}: {len(expected)} elements bit-exact")
+        pixels = len(job["pix"])
+        assert feed >= pixels, f"{name}: feed_cycles {feed} < {pixels} pixels"
+        self.dut._log.info(f"{name}: {len(expected)} elements bit-exact, "
+                           f"{feed / pixels:.3f} cycles per input pixel under backpressure")
 
 
 @cocotb.test()
