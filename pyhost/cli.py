@@ -15,7 +15,7 @@ from pathlib import Path
 from hdl.spec import PRESETS, SpecError, load_pipeline
 
 #: Modules that add subcommands; a module that is not there yet is skipped.
-COMMAND_MODULES = ("pyhost.serving_cli", "pyhost.board_cli")
+COMMAND_MODULES = ("pyhost.serving_cli", "pyhost.serve_cli", "pyhost.board_cli")
 
 
 def pipeline_arg(p: argparse.ArgumentParser) -> None:

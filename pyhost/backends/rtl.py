@@ -56,7 +56,7 @@ class RtlBackend:
                                     seed=self.seed, trace=self.trace,
                                     trace_window=self.trace_window)
         wall = time.perf_counter() - t0
-        if res.timed_out:
+        if not res.complete:
             raise PreprocessError(name, f"simulation did not finish ({res.summary()})")
         out = res.jobs[0]
         if out.code != Status.OK:

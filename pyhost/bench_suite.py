@@ -1,0 +1,137 @@
+"""``make bench``: the project's benchmarks. Each writes ``build/bench/<name>.json`` and prints a
+table. Speeds are compared as ratios measured in the same run (these machines are shared)."""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sim.toolchain import ensure_tools_on_path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "build" / "bench"
+
+SIZES = [(64, 64), (227, 149), (640, 480), (1024, 768), (1920, 1080), (2048, 1536),
+         (4096, 3072)]
+
+
+def photo_like(w: int, h: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x % 256, (y * 3) % 256, (x + y) % 256], -1) + rng.integers(0, 30, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write(name: str, data: dict) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "host": platform.node(), "python": platform.python_version(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **data}
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> None:
+    """cols: (key, header, format)."""
+    print("  ".join(f"{h:>{max(len(h), 10)}}" for _, h, _ in cols))
+    for r in rows:
+        cells = []
+        for key, h, fmt in cols:
+            v = r.get(key)
+            cells.append(f"{(format(v, fmt) if v is not None else '-'):>{max(len(h), 10)}}")
+        print("  ".join(cells))
+
+
+def bench_pixel_pipeline(pipeline: str = "imagenet") -> dict:
+    """Cycles per input pixel of the RTL (Verilator harness), and the harness's own speed."""
+    from .backends.rtl import RtlBackend
+    from hdl.golden.pipeline import run_golden
+    from hdl.spec import load_pipeline
+    spec = load_pipeline(pipeline)
+    rtl = RtlBackend(spec)
+    rows = []
+    for w, h in SIZES:
+        rgb = photo_like(w, h)
+        r = rtl.run_rgb(rgb, f"{w}x{h}")
+        exact = r.tensor.tobytes() == run_golden(spec, rgb).tobytes()
+        rows.append({"size": f"{w}x{h}", "pixels": w * h, "cycles": r.cycles,
+                     "feed_cycles": r.extra["feed_cycles"],
+                     "cycles_per_pixel": r.extra["cycles_per_pixel"],
+                     "cycles_per_pixel_with_tables": r.extra["cycles_per_pixel_with_tables"],
+                     "sim_seconds": r.sim_seconds,
+                     "sim_cycles_per_second": r.cycles / r.sim_seconds,
+                     "bit_exact_vs_golden": exact})
+    stalled = RtlBackend(spec, backpressure=0.3, seed=3).run_rgb(photo_like(640, 480), "bp")
+    free = next(r for r in rows if r["size"] == "640x480")
+    bp = {"backpressure": 0.3, "cycles": stalled.cycles, "cycles_free": free["cycles"],
+          "cycle_ratio": stalled.cycles / free["cycles"],
+          "bit_exact_vs_free": stalled.tensor.tobytes() == rtl.run_rgb(photo_like(640, 480), "f").tensor.tobytes()}
+    total_cycles = sum(r["cycles"] for r in rows)
+    total_secs = sum(r["sim_seconds"] for r in rows)
+    return {"pipeline": pipeline, "sizes": rows, "backpressure": bp,
+            "sim_cycles_per_second_overall": total_cycles / total_secs}
+
+
+def bench_cpu_preprocess(pipeline: str = "imagenet", n: int = 20) -> dict:
+    """Images per second of the pillow and golden backends on this CPU, one core, same images."""
+    import io
+    from PIL import Image
+    from .accelerator import Accelerator
+    blobs = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(photo_like(500, 375, i)).save(buf, "JPEG", quality=90)
+        blobs.append(buf.getvalue())
+    out = {}
+    for backend in ("pillow", "golden"):
+        acc = Accelerator(pipeline, backend=backend)
+        acc.run(blobs[0])
+        t0 = time.perf_counter()
+        for b in blobs:
+            acc.run(b)
+        out[backend] = n / (time.perf_counter() - t0)
+    return {"pipeline": pipeline, "image": "500x375 JPEG q90", "images": n,
+            "images_per_second": out, "golden_over_pillow": out["golden"] / out["pillow"]}
+
+
+def main() -> int:
+    ensure_tools_on_path()
+    print("== pixel pipeline: cycles per input pixel (imagenet, Verilator harness) ==")
+    pp = bench_pixel_pipeline()
+    print(f"wrote {write('pixel_pipeline', pp)}")
+    table(pp["sizes"], [("size", "size", ""), ("cycles", "cycles", "d"),
+                        ("cycles_per_pixel", "cyc/px", ".4f"),
+                        ("cycles_per_pixel_with_tables", "cyc/px+tables", ".4f"),
+                        ("sim_cycles_per_second", "sim cyc/s", ".3g"),
+                        ("bit_exact_vs_golden", "bit-exact", "")])
+    bp = pp["backpressure"]
+    print(f"backpressure p=0.3 on all streams: {bp['cycle_ratio']:.2f}x the cycles, "
+          f"bit-identical: {bp['bit_exact_vs_free']}")
+    print(f"harness speed over all sizes: {pp['sim_cycles_per_second_overall'] / 1e6:.2f}M "
+          "simulated cycles per second")
+
+    print("\n== CPU preprocessing (one core) ==")
+    cpu = bench_cpu_preprocess()
+    print(f"wrote {write('cpu_preprocess', cpu)}")
+    for k, v in cpu["images_per_second"].items():
+        print(f"{k:>8}: {v:7.1f} images/s")
+    print(f"golden / pillow: {cpu['golden_over_pillow']:.2f}")
+
+    try:
+        from . import bench as serving_bench      # the serving benchmarks (pyhost.bench)
+    except ImportError:
+        serving_bench = None
+    if serving_bench is not None and hasattr(serving_bench, "bench_suite_entries"):
+        for name, data, printer in serving_bench.bench_suite_entries():
+            print(f"\n== {name} ==")
+            print(f"wrote {write(name, data)}")
+            printer(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
