@@ -66,14 +66,29 @@ def read_source(src: Source) -> bytes:
         raise PreprocessError(source_name(src), f"cannot read file: {e.strerror}") from None
 
 
+def check_hardware_jpeg(data: bytes, name: str, spec: PipelineSpec) -> None:
+    """Reject, with the hardware decoder's own reason, a JPEG it cannot decode (progressive,
+    arithmetic, 12-bit, CMYK, unsupported sampling, too large): the golden and rtl backends model
+    that decoder. Header only, so it costs microseconds."""
+    if data[:2] != b"\xff\xd8":
+        return
+    from hdl.jpeg import JpegError, read_header
+    try:
+        read_header(data, max_width=spec.max_width, max_height=spec.max_height)
+    except JpegError as e:
+        raise PreprocessError(name, e.message, int(e.code)) from None
+
+
 def decode_rgb(data: bytes, name: str) -> np.ndarray:
-    """Decode any image Pillow reads into HxWx3 uint8 (the host-side decode)."""
+    """Decode any image Pillow reads into HxWx3 uint8 (the host-side decode). For the baseline
+    JPEGs the hardware decoder accepts, Pillow's decode is bit-identical to hdl.jpeg's."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:
-        raise PreprocessError(name, "not an image file Pillow can read (is it a JPEG?)") from None
+        raise PreprocessError(name, "not an image file (no JPEG, PNG, ... signature); check "
+                                    "the file") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise PreprocessError(name, f"corrupt or truncated image: {e}") from None
 

@@ -102,10 +102,8 @@ def segment(b: bytes, code: int) -> tuple[int, int]:
 
 
 def shared(name: str) -> bytes:
-    p = SHARED / name
-    if not p.exists():
-        pytest.skip(f"{p} not present")
-    return p.read_bytes()
+    from conftest import shared_image
+    return shared_image(name).read_bytes()
 
 
 @pytest.mark.parametrize("name", ["testorig.jpg", "testimgint.jpg"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hdl.golden.pipeline import GoldenError, run_golden
 from hdl.spec import PipelineSpec
-from ..accelerator import PreprocessError, Result, decode_rgb
+from ..accelerator import PreprocessError, Result, check_hardware_jpeg, decode_rgb
 
 
 class GoldenBackend:
@@ -11,6 +11,7 @@ class GoldenBackend:
         self.spec = spec
 
     def run(self, data: bytes, name: str) -> Result:
+        check_hardware_jpeg(data, name, self.spec)
         rgb = decode_rgb(data, name)
         try:
             return Result(name, run_golden(self.spec, rgb))

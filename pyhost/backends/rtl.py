@@ -14,7 +14,7 @@ from hdl.job import JobError, Status, assemble_tensor, build_job
 from hdl.spec import PipelineSpec
 from sim.harness import CoreHarness
 from sim.toolchain import ensure_tools_on_path
-from ..accelerator import PreprocessError, Result, decode_rgb
+from ..accelerator import PreprocessError, Result, check_hardware_jpeg, decode_rgb
 
 
 def parse_window(text: str | tuple | None) -> tuple[int, int] | None:
@@ -75,4 +75,5 @@ class RtlBackend:
                       extra=extra)
 
     def run(self, data: bytes, name: str) -> Result:
+        check_hardware_jpeg(data, name, self.spec)
         return self.run_rgb(decode_rgb(data, name), name)
