@@ -23,26 +23,30 @@ class HResample(wiring.Component):
     """Parameters: ``depth``, the number of steps the table holds.
 
     Ports: ``i``/``o`` pixel streams; ``run`` (tables loaded, job running); ``steps``/``mode``
-    (this job's schedule, from the job header); ``tbl_*`` the table's write port. A
+    (this job's schedule, from the job header); ``tbl_*`` the table's write port; with
+    ``banks`` > 1 the table holds that many schedules and ``bank`` picks the one to run (the
+    next job's schedule loads into another bank meanwhile). A
     ``ResetInserter`` around the unit empties it between jobs.
     """
 
-    def __init__(self, depth: int):
+    def __init__(self, depth: int, banks: int = 1):
         self.depth = depth
+        self.banks = banks
         super().__init__({
             "i": In(stream.Signature(Pixel)),
             "o": Out(stream.Signature(Pixel)),
             "run": In(1),
             "steps": In(16),
             "mode": In(1),
-            "tbl_addr": In(range(depth)),
+            "bank": In(range(banks)) if banks > 1 else In(1),
+            "tbl_addr": In(range(depth * banks)),
             "tbl_data": In(StepLayout),
             "tbl_we": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.table = table = step_table(self.depth)
+        m.submodules.table = table = step_table(self.depth * self.banks)
         wr = table.write_port()
         rd = table.read_port()
         m.d.comb += [wr.addr.eq(self.tbl_addr), wr.data.eq(self.tbl_data), wr.en.eq(self.tbl_we)]
@@ -58,7 +62,7 @@ class HResample(wiring.Component):
         m.d.comb += self.i.ready.eq(can_step & entry.adv)
 
         next_step = Mux(step == self.steps - 1, 0, step + 1)
-        m.d.comb += rd.addr.eq(Mux(fire, next_step, step))
+        m.d.comb += rd.addr.eq(Mux(fire, next_step, step) + self.bank * self.depth)
         # One cycle of reading `step` once the job runs: the table was just written.
         m.d.sync += primed.eq(self.run)
         with m.If(fire):

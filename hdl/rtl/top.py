@@ -33,6 +33,8 @@ StatusWord = data.StructLayout({"code": unsigned(8), "reserved": unsigned(24),
 
 #: Cycles without any datapath handshake (while not waiting on the host) before STALL.
 WATCHDOG_CYCLES = 1024
+#: Header/table banks: the next job's tables load while the current job runs.
+TABLE_BANKS = 2
 
 
 def table_depths(spec: PipelineSpec) -> tuple[int, int]:
@@ -88,17 +90,22 @@ class PreprocessCore(wiring.Component):
 
         h_depth, v_depth = table_depths(spec)
         tbl_data = Signal(StepLayout)
-        tbl_addr = Signal(range(max(h_depth, v_depth) + 1))
+        tab_idx = Signal(17)            # step being loaded into the loader's bank
+        load_bank = Signal()            # bank the loader fills
+        run_bank = Signal()             # bank the running job reads
         h_we = Signal()
         v_we = Signal()
         if spec.resize is not None:
-            hr = unit("hresample", HResample(h_depth))
-            vr = unit("vresample", VResample(v_depth, spec.out_width_limit))
+            hr = unit("hresample", HResample(h_depth, banks=TABLE_BANKS))
+            vr = unit("vresample", VResample(v_depth, spec.out_width_limit, banks=TABLE_BANKS))
             m.d.comb += [hr.run.eq(tables_ready), hr.steps.eq(h_steps), hr.mode.eq(h_mode),
-                         hr.tbl_addr.eq(tbl_addr), hr.tbl_data.eq(tbl_data), hr.tbl_we.eq(h_we),
+                         hr.bank.eq(run_bank),
+                         hr.tbl_addr.eq(tab_idx + Mux(load_bank, h_depth, 0)),
+                         hr.tbl_data.eq(tbl_data), hr.tbl_we.eq(h_we),
                          vr.run.eq(tables_ready), vr.steps.eq(v_steps), vr.mode.eq(v_mode),
-                         vr.width.eq(out_w),
-                         vr.tbl_addr.eq(tbl_addr), vr.tbl_data.eq(tbl_data), vr.tbl_we.eq(v_we)]
+                         vr.width.eq(out_w), vr.bank.eq(run_bank),
+                         vr.tbl_addr.eq(tab_idx + Mux(load_bank, v_depth, 0)),
+                         vr.tbl_data.eq(tbl_data), vr.tbl_we.eq(v_we)]
             wiring.connect(m, hr.o, vr.i)
             wiring.connect(m, vr.o, layout.i)
             dp_in = hr.i
@@ -138,28 +145,21 @@ class PreprocessCore(wiring.Component):
                      self.out.payload.last.eq(out_tag.last)]
         m.d.comb += [self.out.payload.data[c].eq(out_data[c]) for c in range(3)]
 
-        # ---- job sequencer ------------------------------------------------------------------
-        code = Signal(8)
+        # ---- job loader: cfg words into the free bank --------------------------------------
+        # Two banks of header and tables: the next job loads while this one runs, so the table
+        # load costs no clocks in a stream of images.
+        bank_hdr = [[Signal(32, name=f"bank{b}_hdr{i}") for i in range(HEADER_WORDS)]
+                    for b in range(TABLE_BANKS)]
+        full = Signal(TABLE_BANKS)
+        set_full = Signal(TABLE_BANKS)
+        clr_full = Signal(TABLE_BANKS)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        ld_hdr = [Mux(load_bank, bank_hdr[1][i], bank_hdr[0][i]) for i in range(HEADER_WORDS)]
+        ld_h_steps, ld_v_steps = ld_hdr[2][:16], ld_hdr[2][16:]
         word_idx = Signal(range(HEADER_WORDS))
-        tab_idx = Signal(17)
         sub = Signal(range(STEP_WORDS))
         words = [Signal(32, name=f"step_word{i}") for i in range(STEP_WORDS - 1)]
-        px = Signal(16)
-        py = Signal(16)
-        in_done = Signal()
-        out_done = Signal()
-        draining = Signal()
-        long_frame = Signal()
-        watchdog = Signal(range(WATCHDOG_CYCLES + 1))
-        feed_cycles = Signal(32)
-        run_cycles = Signal(32)
-        m.d.comb += [tbl_addr.eq(tab_idx),
-                     tbl_data.eq(Cat(*words, self.cfg.payload)[:StepLayout.size])]
-
-        at_end = (px == in_w - 1) & (py == in_h - 1)
-        gate_open = running & ~in_done & ~draining
-        progress = Signal()
-        m.d.comb += progress.eq(Cat(*handshakes).any())
+        m.d.comb += tbl_data.eq(Cat(*words, self.cfg.payload)[:StepLayout.size])
 
         def load_table(count, depth, we, next_state):
             with m.If(tab_idx == count):
@@ -177,22 +177,54 @@ class PreprocessCore(wiring.Component):
                             with m.If(sub == i):
                                 m.d.sync += words[i].eq(self.cfg.payload)
 
-        with m.FSM(name="seq"):
+        with m.FSM(name="loader"):
+            with m.State("WAIT_BANK"):
+                with m.If(~full.bit_select(load_bank, 1)):
+                    m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += self.cfg.ready.eq(1)
                 with m.If(self.cfg.valid):
-                    for i in range(HEADER_WORDS):
-                        with m.If(word_idx == i):
-                            m.d.sync += hdr[i].eq(self.cfg.payload)
+                    for b in range(TABLE_BANKS):
+                        for i in range(HEADER_WORDS):
+                            with m.If((load_bank == b) & (word_idx == i)):
+                                m.d.sync += bank_hdr[b][i].eq(self.cfg.payload)
                     m.d.sync += word_idx.eq(word_idx + 1)
                     with m.If(word_idx == HEADER_WORDS - 1):
                         m.d.sync += [word_idx.eq(0), tab_idx.eq(0), sub.eq(0)]
-                        m.next = "HTAB" if spec.resize is not None else "CHECK"
+                        m.next = "HTAB" if spec.resize is not None else "LOADED"
             if spec.resize is not None:
                 with m.State("HTAB"):
-                    load_table(h_steps, h_depth, h_we, "VTAB")
+                    load_table(ld_h_steps, h_depth, h_we, "VTAB")
                 with m.State("VTAB"):
-                    load_table(v_steps, v_depth, v_we, "CHECK")
+                    load_table(ld_v_steps, v_depth, v_we, "LOADED")
+            with m.State("LOADED"):
+                m.d.comb += set_full.bit_select(load_bank, 1).eq(1)
+                m.d.sync += load_bank.eq(~load_bank)
+                m.next = "WAIT_BANK"
+
+        # ---- job runner: one loaded bank at a time through the datapath ---------------------
+        code = Signal(8)
+        px = Signal(16)
+        py = Signal(16)
+        in_done = Signal()
+        out_done = Signal()
+        draining = Signal()
+        long_frame = Signal()
+        watchdog = Signal(range(WATCHDOG_CYCLES + 1))
+        feed_cycles = Signal(32)
+        run_cycles = Signal(32)
+
+        at_end = (px == in_w - 1) & (py == in_h - 1)
+        gate_open = running & ~in_done & ~draining
+        progress = Signal()
+        m.d.comb += progress.eq(Cat(*handshakes).any())
+
+        with m.FSM(name="runner"):
+            with m.State("IDLE"):
+                with m.If(full.bit_select(run_bank, 1)):
+                    for i in range(HEADER_WORDS):
+                        m.d.sync += hdr[i].eq(Mux(run_bank, bank_hdr[1][i], bank_hdr[0][i]))
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += tables_ready.eq(1)
                 bad_dims = ((in_w == 0) | (in_w > spec.max_width) | (in_h == 0)
@@ -270,7 +302,8 @@ class PreprocessCore(wiring.Component):
                              self.status.payload.feed_cycles.eq(feed_cycles),
                              self.status.payload.run_cycles.eq(run_cycles)]
                 with m.If(self.status.ready):
-                    m.d.comb += clear.eq(1)
-                    m.next = "HEADER"
+                    m.d.comb += [clear.eq(1), clr_full.bit_select(run_bank, 1).eq(1)]
+                    m.d.sync += run_bank.eq(~run_bank)
+                    m.next = "IDLE"
         return m
 

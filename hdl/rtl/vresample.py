@@ -28,9 +28,10 @@ class VResample(wiring.Component):
     Ports as :class:`HResample`, plus ``width``: this job's row width (the tensor width).
     """
 
-    def __init__(self, depth: int, width_limit: int):
+    def __init__(self, depth: int, width_limit: int, banks: int = 1):
         self.depth = depth
         self.width_limit = width_limit
+        self.banks = banks
         super().__init__({
             "i": In(stream.Signature(Pixel)),
             "o": Out(stream.Signature(Pixel)),
@@ -38,14 +39,15 @@ class VResample(wiring.Component):
             "steps": In(16),
             "mode": In(1),
             "width": In(16),
-            "tbl_addr": In(range(depth)),
+            "bank": In(range(banks)) if banks > 1 else In(1),
+            "tbl_addr": In(range(depth * banks)),
             "tbl_data": In(StepLayout),
             "tbl_we": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.table = table = step_table(self.depth)
+        m.submodules.table = table = step_table(self.depth * self.banks)
         wr = table.write_port()
         rd = table.read_port()
         m.d.comb += [wr.addr.eq(self.tbl_addr), wr.data.eq(self.tbl_data), wr.en.eq(self.tbl_we)]
@@ -64,7 +66,7 @@ class VResample(wiring.Component):
         can_tick = self.run & primed & en & ~done
         fire = can_tick & (~entry.adv | self.i.valid)
         m.d.comb += self.i.ready.eq(can_tick & entry.adv)
-        m.d.comb += rd.addr.eq(Mux(fire & row_end, step + 1, step))
+        m.d.comb += rd.addr.eq(Mux(fire & row_end, step + 1, step) + self.bank * self.depth)
         m.d.sync += primed.eq(self.run)
         with m.If(fire):
             m.d.sync += x.eq(Mux(row_end, 0, x + 1))
