@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -21,8 +22,34 @@ def top_name(spec: PipelineSpec) -> str:
     return f"preba_{spec.name.replace('-', '_')}"
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _source_digest() -> str:
+    """Hash of every gateware source file: a cached netlist is reused only for identical RTL."""
+    h = hashlib.sha256()
+    for f in sorted((REPO / "hdl").rglob("*.py")):
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
+    import amaranth
+    h.update(amaranth.__version__.encode())
+    return h.hexdigest()
+
+
 def verilog_text(spec: PipelineSpec) -> str:
-    return verilog.convert(PreprocessCore(spec), name=top_name(spec), emit_src=False)
+    """The core's Verilog for ``spec``. Conversion of a big pipeline takes tens of seconds, so
+    the text is cached under build/gen-cache by a hash of the spec and of the RTL sources."""
+    key = hashlib.sha256((json.dumps(spec.to_dict(), sort_keys=True) + repr(spec)
+                          + _source_digest()).encode()).hexdigest()[:20]
+    cache = REPO / "build" / "gen-cache" / f"{top_name(spec)}-{key}.v"
+    if cache.exists():
+        return cache.read_text()
+    text = verilog.convert(PreprocessCore(spec), name=top_name(spec), emit_src=False)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, cache)       # atomic: concurrent processes never read a partial file
+    return text
 
 
 def _fields(layout) -> dict:

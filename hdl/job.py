@@ -10,7 +10,8 @@ cfg word stream (32-bit words, fields LSB first):
 word 0  ``in_w[15:0]``, ``in_h[31:16]``
 word 1  ``out_w[15:0]``, ``out_h[31:16]``      (tensor size, after resize and crop)
 word 2  ``h_steps[15:0]``, ``v_steps[31:16]``  (schedule lengths; 0 without resize)
-word 3  ``h_mode[0]``, ``v_mode[1]``            (0 scatter/downscale, 1 gather/upscale)
+word 3  ``h_mode[0]``, ``v_mode[1]``            (0 scatter/downscale, 1 gather/upscale),
+        ``src_jpeg[2]``                          (pixels come from the JPEG decoder's ``jpg`` input)
 word 4  ``crop_x[15:0]``, ``crop_y[31:16]``    (crop window origin, when there is no resize)
 word 5  ``out_base``                           (element offset of this tensor in the output buffer)
 then    ``h_steps`` steps, then ``v_steps`` steps, each STEP_WORDS words (see resample.STEP_FIELDS)
@@ -73,19 +74,25 @@ class Job:
 
 
 def _header(in_w, in_h, out_w, out_h, h_steps, v_steps, h_mode, v_mode, crop_x, crop_y,
-            out_base) -> np.ndarray:
+            out_base, src_jpeg=False) -> np.ndarray:
     for name, v in (("in_w", in_w), ("in_h", in_h), ("out_w", out_w), ("out_h", out_h),
                     ("h_steps", h_steps), ("v_steps", v_steps), ("crop_x", crop_x),
                     ("crop_y", crop_y)):
         if not 0 <= v <= 0xFFFF:
             raise JobError(f"{name} = {v} does not fit the 16-bit header field")
     return np.array([in_w | in_h << 16, out_w | out_h << 16, h_steps | v_steps << 16,
-                     h_mode | v_mode << 1, crop_x | crop_y << 16, out_base & 0xFFFFFFFF],
+                     h_mode | v_mode << 1 | int(src_jpeg) << 2, crop_x | crop_y << 16,
+                     out_base & 0xFFFFFFFF],
                     np.uint32)
 
 
-def build_job(spec: PipelineSpec, width: int, height: int, out_base: int = 0) -> Job:
-    """The job for an image of ``width`` x ``height`` (raises ValueError if it cannot be done)."""
+def build_job(spec: PipelineSpec, width: int, height: int, out_base: int = 0,
+              jpeg: bool = False) -> Job:
+    """The job for an image of ``width`` x ``height`` (raises ValueError if it cannot be done).
+    ``jpeg``: the image comes as JPEG bytes on the ``jpg`` input (the spec must have the
+    decoder); else as pixels on ``pix``."""
+    if jpeg and not spec.jpeg_decoder:
+        raise JobError(f"pipeline {spec.name!r} has no JPEG decoder (jpeg_decoder = false)")
     g = spec.output_geometry(width, height)
     if spec.resize is not None:
         try:
@@ -95,12 +102,12 @@ def build_job(spec: PipelineSpec, width: int, height: int, out_base: int = 0) ->
             raise JobError(f"resize {g.in_w}x{g.in_h} -> {g.resized_w}x{g.resized_h} cannot be "
                            f"scheduled: {e}") from None
         head = _header(g.in_w, g.in_h, g.out_w, g.out_h, len(hs), len(vs), hs.mode, vs.mode,
-                       0, 0, out_base)
+                       0, 0, out_base, jpeg)
         words = np.concatenate([head, hs.pack(), vs.pack()])
     else:
         hs = vs = None
         head = _header(g.in_w, g.in_h, g.out_w, g.out_h, 0, 0, 0, 0, g.crop_x, g.crop_y,
-                       out_base)
+                       out_base, jpeg)
         words = head
     return Job(g, hs, vs, out_base, words)
 
@@ -108,6 +115,14 @@ def build_job(spec: PipelineSpec, width: int, height: int, out_base: int = 0) ->
 def bad_dims_job(width: int, height: int) -> np.ndarray:
     """cfg words announcing an image the core must reject (for testing its error path)."""
     return _header(width & 0xFFFF, height & 0xFFFF, 1, 1, 0, 0, 0, 0, 0, 0, 0)
+
+
+def pack_jpeg(data: bytes) -> np.ndarray:
+    """A JPEG file → one ``jpg`` payload word per byte, ``last`` set on the final one."""
+    words = np.frombuffer(bytes(data), np.uint8).astype(np.uint32)
+    if len(words):
+        words[-1] |= 1 << 8
+    return words
 
 
 def pack_pixels(rgb: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from a TOML file with the same fields::
     name = "mynet"
     max_width = 8192
     max_height = 8192
+    jpeg_decoder = true       # hardware JPEG decoder in front (a `jpg` byte input)
 
     [resize]
     shorter_side = 256        # or: size = [W, H]
@@ -221,6 +222,8 @@ class PipelineSpec:
     output: OutputSpec = field(default_factory=OutputSpec)
     #: Widest tensor row the vertical stage must hold (derived from resize/crop when they fix it).
     max_output_width: int | None = None
+    #: Put the hardware JPEG decoder in front of the pipeline (a ``jpg`` byte-stream input).
+    jpeg_decoder: bool = True
 
     def __post_init__(self):
         self.validate()
@@ -251,6 +254,8 @@ class PipelineSpec:
         self.output.validate(self.normalize is not None)
         if self.max_output_width is not None:
             _check_dim("pipeline.max_output_width", self.max_output_width, hi=16384)
+        if not isinstance(self.jpeg_decoder, bool):
+            raise SpecError("pipeline.jpeg_decoder", self.jpeg_decoder, "must be true or false")
         # The fixed-point normalize stage must be able to represent this spec's constants.
         from .fixedpoint import normalize_constants
         normalize_constants(self)
@@ -292,7 +297,8 @@ class PipelineSpec:
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"pipeline": {"name": self.name, "max_width": self.max_width,
-                                          "max_height": self.max_height}}
+                                          "max_height": self.max_height,
+                                          "jpeg_decoder": self.jpeg_decoder}}
         if self.max_output_width is not None:
             d["pipeline"]["max_output_width"] = self.max_output_width
         if self.resize:
@@ -364,7 +370,8 @@ def spec_from_dict(d: dict, default_name: str = "custom") -> PipelineSpec:
             raise SpecError(f"{name}.{k}", s[k], f"unknown field; allowed: {', '.join(allowed)}")
         return {k: _tuple(v) for k, v in s.items()}
 
-    p = section("pipeline", ["name", "max_width", "max_height", "max_output_width"]) or {}
+    p = section("pipeline", ["name", "max_width", "max_height", "max_output_width",
+                             "jpeg_decoder"]) or {}
     r = section("resize", ["shorter_side", "size", "filter"])
     c = section("crop", ["center", "box"])
     n = section("normalize", ["mean", "std"])
@@ -374,6 +381,7 @@ def spec_from_dict(d: dict, default_name: str = "custom") -> PipelineSpec:
         max_width=p.get("max_width", 8192),
         max_height=p.get("max_height", 8192),
         max_output_width=p.get("max_output_width"),
+        jpeg_decoder=p.get("jpeg_decoder", True),
         resize=ResizeSpec(**r) if r is not None else None,
         crop=CropSpec(**c) if c is not None else None,
         normalize=NormalizeSpec(**n) if n is not None else None,

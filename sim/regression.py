@@ -7,11 +7,12 @@ import numpy as np
 from hdl.job import Status, bad_dims_job, build_job, pack_pixels
 from hdl.spec import PRESETS, CropSpec, NormalizeSpec, OutputSpec, PipelineSpec, ResizeSpec
 
-SMALL = dict(max_width=640, max_height=480)
+SMALL = dict(max_width=640, max_height=480, jpeg_decoder=False)
 
 SPECS = {
     "imagenet": PRESETS["imagenet"],
-    "rgb8": PRESETS["rgb8"],
+    "rgb8": PipelineSpec(name="rgb8_raw", output=OutputSpec(dtype="uint8", layout="HWC"),
+                         jpeg_decoder=False),
     # Exact-size resize with a box crop, bfloat16 HWC, its own mean/std.
     "box_bf16": PipelineSpec(name="box_bf16", **SMALL, resize=ResizeSpec(size=(40, 30)),
                              crop=CropSpec(box=(3, 2, 33, 25)),

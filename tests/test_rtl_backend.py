@@ -63,9 +63,7 @@ def test_rtl_equals_golden_cli(tmp_path, images):
         a = np.load(tmp_path / "rtl" / name)
         b = np.load(tmp_path / "golden" / name)
         assert np.array_equal(bits(a), bits(b)), name
-    big = next(e for e in report["images"] if e["input"].endswith("big.jpg"))
-    # Downscale: the pixel pipeline takes one input pixel per clock.
-    assert big["feed_cycles"] == big["pixels"]
+        assert entry["hw_input"] == "jpeg"      # the file's bytes went into the RTL decoder
 
 
 def test_backpressure_same_bits_more_cycles(images):
@@ -76,13 +74,45 @@ def test_backpressure_same_bits_more_cycles(images):
     assert stalled.cycles > free.cycles * 1.2
 
 
+SMALL_TOML = """
+[pipeline]
+name = "tracesmall"
+max_width = 256
+max_height = 256
+jpeg_decoder = false
+[resize]
+shorter_side = 32
+[crop]
+center = [32, 32]
+[normalize]
+[output]
+dtype = "float16"
+"""
+
+
+def test_pixel_input_downscale_one_pixel_per_clock():
+    """Pixels on the pix port (host decode): the pipeline takes one input pixel per clock."""
+    from hdl.spec import load_pipeline
+    from pyhost.backends.rtl import RtlBackend
+    from hdl.golden.pipeline import run_golden
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    spec = load_pipeline("imagenet")
+    r = RtlBackend(spec).run_rgb(rgb, "noise")
+    assert r.extra["hw_input"] == "pixels"
+    assert r.extra["feed_cycles"] == r.extra["pixels"]
+    assert np.array_equal(bits(r.tensor), bits(run_golden(spec, rgb)))
+
+
 def test_trace_window(tmp_path, images):
+    toml = tmp_path / "tracesmall.toml"
+    toml.write_text(SMALL_TOML)
     vcd = tmp_path / "w.vcd"
-    r = preba("preprocess", "--backend", "rtl", "--trace", str(vcd), "--trace-window", "100:600",
-              "--out", str(tmp_path / "o"), str(images["small"]))
+    r = preba("preprocess", "--pipeline", str(toml), "--backend", "rtl", "--trace", str(vcd),
+              "--trace-window", "100:600", "--out", str(tmp_path / "o"), str(images["small"]))
     assert r.returncode == 0, r.stderr
     text = vcd.read_text()
-    assert "$enddefinitions" in text and "preba_imagenet" in text
+    assert "$enddefinitions" in text and "preba_tracesmall" in text
     times = [int(line[1:]) for line in text.splitlines() if line.startswith("#")]
     # 10 ns clock: only cycles 100..600 are in the file.
     assert times and min(times) >= 100 * 10 and max(times) <= 600 * 10 and len(times) > 500

@@ -25,6 +25,9 @@ from .normalize import Normalize
 from .tensor_layout import TensorLayout
 from .vresample import VResample
 
+#: The ``jpg`` input: a JPEG file's bytes as stored, ``last`` on the final byte.
+JpegByte = data.StructLayout({"byte": unsigned(8), "last": unsigned(1)})
+
 #: One per job. ``feed_cycles``: clocks from the first cycle of RUN until the job's last pixel
 #: entered the datapath; ``run_cycles``: until the job's last output (performance counters, so
 #: the pixel pipeline's own rate can be read apart from the table load).
@@ -49,12 +52,15 @@ class PreprocessCore(wiring.Component):
     def __init__(self, spec: PipelineSpec):
         self.spec = spec
         self.element_bits = spec.output.element_bits
-        super().__init__({
+        ports = {
             "cfg": In(stream.Signature(unsigned(32))),
             "pix": In(stream.Signature(PixelIn)),
             "out": Out(stream.Signature(tensor_beat(self.element_bits))),
             "status": Out(stream.Signature(StatusWord)),
-        })
+        }
+        if spec.jpeg_decoder:
+            ports["jpg"] = In(stream.Signature(JpegByte))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         spec = self.spec
@@ -75,6 +81,7 @@ class PreprocessCore(wiring.Component):
         out_w, out_h = hdr[1][:16], hdr[1][16:]
         h_steps, v_steps = hdr[2][:16], hdr[2][16:]
         h_mode, v_mode = hdr[3][0], hdr[3][1]
+        src_jpeg = hdr[3][2] if spec.jpeg_decoder else 0   # pixels come from the JPEG decoder
         crop_x, crop_y = hdr[4][:16], hdr[4][16:]
         out_base = hdr[5]
 
@@ -202,8 +209,33 @@ class PreprocessCore(wiring.Component):
                 m.d.sync += load_bank.eq(~load_bank)
                 m.next = "WAIT_BANK"
 
+        # ---- pixel source: the pix port, or the JPEG decoder on the jpg port ----------------
+        src = stream.Signature(PixelIn).create(path=("src",))
+        dec_status_fire = Signal()
+        dec_status_ready = Signal()
+        if spec.jpeg_decoder:
+            from ..jpeg.rtl.decoder import JpegDecoder     # noqa: PLC0415 (only specs with it)
+            # Not reset between jobs: the decoder keeps itself in step with its input, one
+            # status beat per JPEG file.
+            m.submodules.jpeg = dec = JpegDecoder(spec.max_width, spec.max_height)
+            wiring.connect(m, wiring.flipped(self.jpg), dec.i)
+            m.d.comb += [dec.status.ready.eq(dec_status_ready),
+                         dec_status_fire.eq(dec.status.valid & dec.status.ready)]
+            dec_code = dec.status.payload.code
+            with m.If(src_jpeg):
+                m.d.comb += [src.valid.eq(dec.o.valid), src.payload.eq(dec.o.payload),
+                             dec.o.ready.eq(src.ready)]
+            with m.Else():
+                m.d.comb += [src.valid.eq(self.pix.valid), src.payload.eq(self.pix.payload),
+                             self.pix.ready.eq(src.ready)]
+        else:
+            dec_code = 0
+            m.d.comb += [src.valid.eq(self.pix.valid), src.payload.eq(self.pix.payload),
+                         self.pix.ready.eq(src.ready)]
+
         # ---- job runner: one loaded bank at a time through the datapath ---------------------
         code = Signal(8)
+        dec_done = Signal()        # the decoder's status beat for this job has been taken
         px = Signal(16)
         py = Signal(16)
         in_done = Signal()
@@ -236,7 +268,7 @@ class PreprocessCore(wiring.Component):
                 else:
                     bad_dims = (bad_dims | (crop_x + out_w > in_w) | (crop_y + out_h > in_h))
                     bad_table = 0
-                m.d.sync += [px.eq(0), py.eq(0), in_done.eq(0), out_done.eq(0),
+                m.d.sync += [px.eq(0), py.eq(0), in_done.eq(0), out_done.eq(0), dec_done.eq(0),
                              draining.eq(0), long_frame.eq(0), watchdog.eq(0),
                              feed_cycles.eq(0), run_cycles.eq(0)]
                 with m.If(bad_dims):
@@ -254,48 +286,66 @@ class PreprocessCore(wiring.Component):
                 with m.If(~in_done & ~draining):
                     m.d.sync += feed_cycles.eq(feed_cycles + 1)
                 # Pixel gate: exactly in_w*in_h pixels reach the datapath.
-                m.d.comb += [dp_in.valid.eq(self.pix.valid & gate_open),
-                             dp_in.payload.eq(self.pix.payload.rgb),
-                             self.pix.ready.eq(Mux(gate_open, dp_in.ready, draining))]
-                pix_fire = self.pix.valid & self.pix.ready
+                m.d.comb += [dp_in.valid.eq(src.valid & gate_open),
+                             dp_in.payload.eq(src.payload.rgb),
+                             src.ready.eq(Mux(gate_open, dp_in.ready, draining)),
+                             dec_status_ready.eq(src_jpeg)]
+                pix_fire = src.valid & src.ready
                 with m.If(pix_fire & gate_open):
                     with m.If(px == in_w - 1):
                         m.d.sync += [px.eq(0), py.eq(py + 1)]
                     with m.Else():
                         m.d.sync += px.eq(px + 1)
                     with m.If(at_end):
-                        with m.If(self.pix.payload.last):
+                        with m.If(src.payload.last):
                             m.d.sync += in_done.eq(1)
                         with m.Else():
                             m.d.sync += [draining.eq(1), long_frame.eq(1)]
-                with m.If(pix_fire & draining & self.pix.payload.last):
+                with m.If(pix_fire & draining & src.payload.last):
                     m.d.sync += [draining.eq(0), in_done.eq(1)]
                 with m.If(out_fire & self.out.payload.last):
                     m.d.sync += out_done.eq(1)
+                with m.If(dec_status_fire):
+                    m.d.sync += dec_done.eq(1)
 
-                waiting_on_host = ((gate_open & ~self.pix.valid) | draining
+                waiting_on_host = ((gate_open & ~src.valid) | draining
                                    | (self.out.valid & ~self.out.ready))
                 with m.If(progress | waiting_on_host):
                     m.d.sync += watchdog.eq(0)
                 with m.Else():
                     m.d.sync += watchdog.eq(watchdog + 1)
 
-                with m.If(pix_fire & gate_open & self.pix.payload.last & ~at_end):
-                    m.d.sync += code.eq(Status.SHORT_FRAME)
+                # A JPEG job ends when its decoder status has been taken as well.
+                input_finished = Mux(src_jpeg, dec_done, in_done)
+                with m.If(dec_status_fire & (dec_code != 0)):
+                    # The decoder stopped (its pixels end without `last`) and drained its input.
+                    m.d.sync += code.eq(dec_code)
                     m.next = "STATUS"
+                with m.Elif(pix_fire & gate_open & src.payload.last & ~at_end):
+                    m.d.sync += code.eq(Status.SHORT_FRAME)
+                    with m.If(src_jpeg & ~dec_done):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "STATUS"
                 with m.Elif(watchdog == WATCHDOG_CYCLES):
                     m.d.sync += code.eq(Status.STALL)
-                    with m.If(in_done):
+                    with m.If(input_finished):
                         m.next = "STATUS"
                     with m.Else():
                         m.next = "DRAIN"
-
-                with m.Elif(in_done & out_done):
+                with m.Elif(in_done & out_done & (~src_jpeg | dec_done | dec_status_fire)):
                     m.d.sync += code.eq(Mux(long_frame, Status.LONG_FRAME, Status.OK))
                     m.next = "STATUS"
             with m.State("DRAIN"):
-                m.d.comb += self.pix.ready.eq(1)
-                with m.If(self.pix.valid & self.pix.payload.last):
+                # Discard the rest of this job's input: pixels up to `last`, or for a JPEG job
+                # everything up to the decoder's status beat.
+                m.d.comb += [src.ready.eq(1), dec_status_ready.eq(src_jpeg)]
+                with m.If(src_jpeg):
+                    with m.If(dec_done | dec_status_fire):
+                        with m.If(dec_status_fire & (dec_code != 0) & (code == Status.OK)):
+                            m.d.sync += code.eq(dec_code)
+                        m.next = "STATUS"
+                with m.Elif(in_done | (src.valid & src.payload.last)):
                     m.next = "STATUS"
             with m.State("STATUS"):
                 m.d.comb += [self.status.valid.eq(1), self.status.payload.code.eq(code),

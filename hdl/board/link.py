@@ -1,0 +1,387 @@
+"""The host link: request frames from the UART into the core's ``cfg``/``pix`` streams, and the
+core's ``out``/``status`` streams back as response frames (see :mod:`hdl.board.protocol`).
+
+::
+
+    uart rx -> rx FIFO (window bytes) -> parser ---- cfg/pix ----> core
+                                      \\-> credits --\\
+    uart tx <----------------- serializer <- out FIFO <-- out ---- core
+                                          <----------- status ---- core
+
+The parser owns the core's reset (``core_rst``): any request it has to abort half-way (lengths
+that do not match the job header, the host going quiet mid-frame, a UART receive error) resets
+the core, so the next request starts clean. Every request gets exactly one 'S' frame.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..job import HEADER_WORDS
+from ..resample import STEP_WORDS
+from ..rtl.layouts import PixelIn, tensor_beat
+from ..rtl.top import StatusWord
+from ..spec import PipelineSpec
+from .protocol import (CREDIT_UNIT, HEADER_BYTES, INFO_BYTES, REQ_SYNC, RESP_SYNC, LinkStatus,
+                       ReqType, RespType, info_bytes)
+
+__all__ = ["HostLink", "DEFAULT_WINDOW", "DEFAULT_OUT_DEPTH"]
+
+DEFAULT_WINDOW = 4096        # receive FIFO bytes (two EBRs)
+DEFAULT_OUT_DEPTH = 256      # tensor beats buffered towards the UART
+
+
+def _bytes_const(data: bytes) -> list:
+    return [Const(b, 8) for b in data]
+
+
+def _registered_read(m: Module, fifo, name: str):
+    """A register after a FIFO's read side: an EBR's read data arrives ~6 ns after the clock
+    edge on the ECP5 (DP16KD without its output register), too late for logic behind it at
+    100 MHz. Returns (data, valid, take): ``data``/``valid`` are flip-flops; assert ``take``
+    to consume them."""
+    data = Signal(fifo.width, name=f"{name}_data")
+    valid = Signal(name=f"{name}_valid")
+    take = Signal(name=f"{name}_take")
+    load = ~valid | take
+    m.d.comb += fifo.r_en.eq(load)
+    with m.If(load):
+        m.d.sync += [valid.eq(fifo.r_rdy), data.eq(fifo.r_data)]
+    return data, valid, take
+
+
+class HostLink(wiring.Component):
+    """Frame parser and serializer between UART bytes and one :class:`PreprocessCore`.
+
+    ``timeout_cycles``: cycles without any progress inside a request before it is aborted
+    (TIMEOUT). ``divisor`` is only reported in the ping answer.
+    """
+
+    def __init__(self, spec: PipelineSpec, *, timeout_cycles: int, divisor: int = 0,
+                 window: int = DEFAULT_WINDOW, out_depth: int = DEFAULT_OUT_DEPTH):
+        if window % CREDIT_UNIT or not CREDIT_UNIT <= window <= 0xFFFF:
+            raise ValueError(f"window {window} must be a multiple of {CREDIT_UNIT} below 65536")
+        self.spec = spec
+        self.window = window
+        self.out_depth = out_depth
+        self.timeout_cycles = timeout_cycles
+        self.divisor = divisor
+        self.element_bits = spec.output.element_bits
+        super().__init__({
+            "rx": In(stream.Signature(8, always_ready=True)),
+            "rx_frame_error": In(1),
+            "tx": Out(stream.Signature(8)),
+            "cfg": Out(stream.Signature(unsigned(32))),
+            "pix": Out(stream.Signature(PixelIn)),
+            "out": In(stream.Signature(tensor_beat(self.element_bits))),
+            "status": In(stream.Signature(StatusWord)),
+            "core_rst": Out(1),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        spec = self.spec
+        E = self.element_bits
+        beat_bytes = 3 * E // 8
+
+        # ---- receive FIFO and credits -----------------------------------------------------------
+        m.submodules.rx_fifo = rxf = SyncFIFOBuffered(width=8, depth=self.window)
+        m.d.comb += [rxf.w_data.eq(self.rx.payload), rxf.w_en.eq(self.rx.valid)]
+        rx_fault = Signal()
+        m.d.comb += rx_fault.eq(self.rx_frame_error | (self.rx.valid & ~rxf.w_rdy))
+        rx_errors = Signal(8)
+        with m.If(rx_fault & (rx_errors != 0xFF)):
+            m.d.sync += rx_errors.eq(rx_errors + 1)
+
+        pop = Signal()
+        byte, have, rx_take = _registered_read(m, rxf, "rx")
+        took = Signal()
+        m.d.comb += [rx_take.eq(pop), took.eq(pop & have)]
+
+        credit_acc = Signal(range(CREDIT_UNIT))
+        credit_units = Signal(range(self.window // CREDIT_UNIT + 2))
+        credit_take = Signal()
+        credit_clear = Signal()
+        credit_inc = took & (credit_acc == CREDIT_UNIT - 1)
+        with m.If(credit_clear):
+            m.d.sync += [credit_acc.eq(0), credit_units.eq(0)]
+        with m.Else():
+            with m.If(took):
+                m.d.sync += credit_acc.eq(credit_acc + 1)
+            m.d.sync += credit_units.eq(Mux(credit_take, 0, credit_units) + credit_inc)
+
+        # ---- out FIFO (core -> serializer) ------------------------------------------------------
+        m.submodules.out_fifo = outf = SyncFIFOBuffered(width=3 * E, depth=self.out_depth)
+        m.d.comb += [outf.w_data.eq(self.out.payload.data), outf.w_en.eq(self.out.valid),
+                     self.out.ready.eq(outf.w_rdy)]
+        out_fire = self.out.valid & self.out.ready
+        beat, beat_valid, beat_take = _registered_read(m, outf, "beat")
+        queued = Signal(range(self.out_depth + 2))     # beats written, not yet taken for sending
+        beat_pop = Signal()
+        m.d.sync += queued.eq(queued + out_fire - beat_pop)
+
+        # Raster-order check of the core's offset tags.
+        step = 3 if spec.output.layout == "HWC" else 1
+        expect = Signal(32)
+        order_err = Signal()
+        order_clear = Signal()
+        with m.If(out_fire):
+            m.d.sync += expect.eq(expect + step)
+            with m.If(self.out.payload.offset != expect):
+                m.d.sync += order_err.eq(1)
+
+        # ---- parser <-> serializer handshakes ---------------------------------------------------
+        err_pending = Signal()
+        err_code = Signal(8)
+        info_pending = Signal()
+        job_sent = Signal()
+        last_code = Signal(8)
+        m.d.comb += self.error.eq(last_code != 0)
+
+        # ---- parser ----------------------------------------------------------------------------
+        rtype = Signal(8)
+        n_cfg = Signal(32)
+        n_data = Signal(32)
+        hsum = Signal(8)
+        hidx = Signal(range(HEADER_BYTES))
+        mod3 = Signal(2)
+        word = Signal(32)
+        pixel = Signal(24)
+        bidx = Signal(2)
+        widx = Signal(range(HEADER_WORDS + 1))
+        cfg_left = Signal(32)
+        data_left = Signal(32)
+        frame_left = Signal(35)         # payload bytes of the current request not yet taken
+        bad_hdr_reported = Signal()
+        idle = Signal(range(self.timeout_cycles + 1))
+
+        def report(code):
+            m.d.sync += [err_pending.eq(1), err_code.eq(code)]
+
+        # n_data mod 3, a byte at a time: 256 = 4 = 1 (mod 3), so a byte is its 2-bit digits' sum.
+        digit_sum = byte[0:2] + byte[2:4] + byte[4:6] + byte[6:8] + mod3
+        mod3_lut = Array([Const(i % 3, 2) for i in range(16)])
+
+        with m.If(took):
+            m.d.sync += frame_left.eq(frame_left - 1)
+
+        in_request = Signal()
+        abort = Signal()
+        timed_out = Signal()
+
+        def check_abort():
+            """Abort the request: the host went quiet (or the core stopped) mid-request, or a
+            received byte was lost. Placed last in a state, so it overrides its transitions."""
+            with m.If(abort):
+                m.d.comb += self.core_rst.eq(1)
+                report(Mux(rx_fault, LinkStatus.RX_ERROR, LinkStatus.TIMEOUT))
+                m.next = "ERR_HUNT"
+        with m.FSM(name="parse") as parse_fsm:
+            with m.State("HUNT"):
+                m.d.comb += pop.eq(1)
+                with m.If(have & (byte == REQ_SYNC)):
+                    m.d.sync += [hsum.eq(REQ_SYNC), hidx.eq(1), mod3.eq(0)]
+                    m.next = "HEAD"
+            with m.State("HEAD"):
+                m.d.comb += [pop.eq(1), in_request.eq(1)]
+                with m.If(have):
+                    m.d.sync += [hsum.eq(hsum + byte), hidx.eq(hidx + 1)]
+                    with m.If(hidx == 1):
+                        m.d.sync += rtype.eq(byte)
+                    with m.If((hidx >= 2) & (hidx < 6)):
+                        m.d.sync += n_cfg.eq(Cat(n_cfg[8:], byte))
+                    with m.If((hidx >= 6) & (hidx < 10)):
+                        m.d.sync += [n_data.eq(Cat(n_data[8:], byte)),
+                                     mod3.eq(mod3_lut[digit_sum])]
+                    with m.If(hidx == HEADER_BYTES - 1):
+                        m.next = "CHECK"
+                check_abort()
+            with m.State("CHECK"):
+                m.d.sync += [frame_left.eq(Cat(Const(0, 2), n_cfg) + n_data), widx.eq(0),
+                             bidx.eq(0), cfg_left.eq(n_cfg), data_left.eq(n_data)]
+                with m.If(hsum != 0):
+                    with m.If(bad_hdr_reported):
+                        m.next = "HUNT"
+                    with m.Else():
+                        report(LinkStatus.BAD_HEADER)
+                        m.d.sync += bad_hdr_reported.eq(1)
+                        m.next = "ERR_HUNT"
+                with m.Else():
+                    m.d.sync += bad_hdr_reported.eq(0)
+                    with m.If(rtype == ReqType.PING):
+                        m.d.comb += credit_clear.eq(1)
+                        m.d.sync += info_pending.eq(1)
+                        m.next = "INFO"
+                    with m.Elif(rtype == ReqType.RGB):
+                        if spec.resize is not None:
+                            bad_cfg = n_cfg < HEADER_WORDS
+                        else:
+                            bad_cfg = n_cfg != HEADER_WORDS
+                        with m.If(bad_cfg | (n_data == 0) | (mod3 != 0)):
+                            report(LinkStatus.BAD_LENGTH)
+                            m.next = "ERR_SKIP"
+                        with m.Else():
+                            m.d.sync += job_sent.eq(0)
+                            m.next = "CFG"
+                    with m.Else():
+                        report(LinkStatus.BAD_TYPE)
+                        m.next = "ERR_SKIP"
+            with m.State("CFG"):
+                m.d.comb += [pop.eq(1), in_request.eq(1)]
+                with m.If(have):
+                    m.d.sync += [word.eq(Cat(word[8:], byte)), bidx.eq(bidx + 1)]
+                    with m.If(bidx == 3):
+                        m.next = "PUSH_CFG"
+                check_abort()
+            with m.State("PUSH_CFG"):
+                m.d.comb += in_request.eq(1)
+                if spec.resize is not None:
+                    steps = word[:16] + word[16:]
+                    expected = HEADER_WORDS + steps * STEP_WORDS
+                    bad = (widx == 2) & (expected != n_cfg)
+                else:
+                    bad = Const(0)
+                with m.If(bad):
+                    m.d.comb += self.core_rst.eq(1)
+                    report(LinkStatus.BAD_LENGTH)
+                    m.next = "ERR_SKIP"
+                with m.Else():
+                    m.d.comb += [self.cfg.valid.eq(1), self.cfg.payload.eq(word)]
+                    with m.If(self.cfg.ready):
+                        m.d.sync += cfg_left.eq(cfg_left - 1)
+                        with m.If(widx != HEADER_WORDS):
+                            m.d.sync += widx.eq(widx + 1)
+                        with m.If(widx == HEADER_WORDS - 1):     # word 5: the tensor's base
+                            m.d.sync += expect.eq(word)
+                            m.d.comb += order_clear.eq(1)
+                        with m.If(cfg_left == 1):
+                            m.next = "PIX"
+                        with m.Else():
+                            m.next = "CFG"
+                check_abort()
+            with m.State("PIX"):
+                m.d.comb += [pop.eq(1), in_request.eq(1)]
+                with m.If(have):
+                    m.d.sync += [pixel.eq(Cat(pixel[8:], byte)), data_left.eq(data_left - 1)]
+                    with m.If(bidx == 2):
+                        m.d.sync += bidx.eq(0)
+                        m.next = "PUSH_PIX"
+                    with m.Else():
+                        m.d.sync += bidx.eq(bidx + 1)
+                check_abort()
+            with m.State("PUSH_PIX"):
+                m.d.comb += [in_request.eq(1), self.pix.valid.eq(1),
+                             self.pix.payload.rgb.eq(pixel),
+                             self.pix.payload.last.eq(data_left == 0)]
+                with m.If(self.pix.ready):
+                    with m.If(data_left == 0):
+                        m.next = "WAIT_JOB"
+                    with m.Else():
+                        m.next = "PIX"
+                check_abort()
+            with m.State("WAIT_JOB"):
+                m.d.comb += in_request.eq(1)
+                with m.If(job_sent):
+                    m.next = "HUNT"
+                check_abort()
+            with m.State("INFO"):
+                with m.If(~info_pending):
+                    m.next = "SKIP"
+            with m.State("ERR_SKIP"):
+                with m.If(~err_pending):
+                    m.next = "SKIP"
+            with m.State("ERR_HUNT"):
+                with m.If(~err_pending):
+                    m.next = "HUNT"
+            with m.State("SKIP"):         # the request was answered; drop the rest of it
+                with m.If(frame_left == 0):
+                    m.next = "HUNT"
+                with m.Else():
+                    m.d.comb += pop.eq(1)
+                    with m.If(timed_out):     # the host never sent it: already answered
+                        m.next = "HUNT"
+
+        with m.If(order_clear):
+            m.d.sync += order_err.eq(0)
+
+        tx_fire = self.tx.valid & self.tx.ready
+        progress = took | tx_fire | out_fire | (self.cfg.valid & self.cfg.ready) | \
+            (self.pix.valid & self.pix.ready)
+        watched = in_request | parse_fsm.ongoing("SKIP")
+        with m.If(~watched | progress):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+        m.d.comb += [timed_out.eq(idle == self.timeout_cycles),
+                     abort.eq(in_request & ~self.status.valid & ~err_pending
+                              & (rx_fault | timed_out))]
+        m.d.comb += self.busy.eq(~parse_fsm.ongoing("HUNT"))
+
+        # ---- serializer ------------------------------------------------------------------------
+        info = _bytes_const(bytes([RESP_SYNC, RespType.INFO, INFO_BYTES])
+                            + info_bytes(spec, self.window, self.divisor))
+        info[3 + 3] = rx_errors                  # INFO field rx_errors
+        buf_bytes = max(len(info), beat_bytes, 7)
+        txbuf = Signal(8 * buf_bytes)
+        txn = Signal(range(buf_bytes + 1))
+        beats_left = Signal(8)
+        beat_count = Signal(32)
+        m.d.comb += [self.tx.valid.eq(txn != 0), self.tx.payload.eq(txbuf[:8])]
+        with m.If(tx_fire):
+            m.d.sync += [txbuf.eq(txbuf >> 8), txn.eq(txn - 1)]
+
+        def u8(value):
+            s = Signal(8)
+            m.d.comb += s.eq(value)
+            return s
+
+        def load(parts):
+            assert all(len(p) == 8 for p in parts)
+            m.d.sync += [txbuf.eq(Cat(*parts)), txn.eq(len(parts))]
+
+        def status_frame(code):
+            load(_bytes_const(bytes([RESP_SYNC, RespType.STATUS]))
+                 + [u8(code), beat_count[:8], beat_count[8:16], beat_count[16:24],
+                    beat_count[24:]])
+            m.d.sync += [beat_count.eq(0), last_code.eq(code)]
+
+        out_empty = queued == 0
+        with m.FSM(name="serialize"):
+            with m.State("IDLE"):
+                with m.If(info_pending):
+                    load(info)
+                    m.d.sync += info_pending.eq(0)
+                    m.next = "SEND"
+                with m.Elif(err_pending & out_empty):
+                    status_frame(err_code)
+                    m.d.sync += err_pending.eq(0)
+                    m.next = "SEND"
+                with m.Elif(credit_units != 0):
+                    m.d.comb += credit_take.eq(1)
+                    load(_bytes_const(bytes([RESP_SYNC, RespType.CREDIT])) + [u8(credit_units)])
+                    m.next = "SEND"
+                with m.Elif(self.status.valid & out_empty):
+                    m.d.comb += self.status.ready.eq(1)
+                    status_frame(Mux(order_err & (self.status.payload.code == 0),
+                                     LinkStatus.ORDER, self.status.payload.code))
+                    m.d.sync += job_sent.eq(1)
+                    m.next = "SEND"
+                with m.Elif(~out_empty):
+                    n = Mux(queued > 255, 255, queued)
+                    load(_bytes_const(bytes([RESP_SYNC, RespType.DATA])) + [u8(n)])
+                    m.d.sync += beats_left.eq(n)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(txn == 0):
+                    with m.If(beats_left == 0):
+                        m.next = "IDLE"
+                    with m.Elif(beat_valid):
+                        m.d.comb += [beat_take.eq(1), beat_pop.eq(1)]
+                        m.d.sync += [txbuf.eq(beat), txn.eq(beat_bytes),
+                                     beats_left.eq(beats_left - 1),
+                                     beat_count.eq(beat_count + 1)]
+        return m

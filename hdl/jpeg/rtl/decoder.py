@@ -1,0 +1,150 @@
+"""The JPEG decoder top: file bytes in, RGB pixels in raster order out, one status beat per image.
+
+::
+
+    i (bytes) -> MarkerParser -> EntropyDecoder -> BlockIdct -> Raster -> o (pixels)
+                  |  tables: q RAM, Huffman lim/base + symbol RAM
+                  '- status: header errors, trailer result
+
+Ports: ``i`` = ``{byte, last}``, ``last`` on the file's final byte; ``o`` = ``hdl.rtl.layouts
+.PixelIn`` (``rgb``, ``last`` on the final pixel); ``status`` = ``{code, width, height}``, one
+beat per image (after the last pixel, or on an error); ``width``/``height``/``header_valid`` once
+the SOF is parsed.
+
+Status codes and their priority are the golden model's (:func:`hdl.jpeg.decode_status`): a
+header error ends the image at once; otherwise an entropy-decoding error wins over a trailer
+result (MISSING_EOI, errors between the scan and EOI, OK at EOI). On an error the pixel stream
+stops where it is (no more pixels, no ``last``), the pipeline empties, the status beat goes out,
+the input is drained to ``last`` and the whole datapath is reset for the next image.
+
+Memory (``max_width`` = W): line buffers 3 x 32 lines x W bytes (96 W bytes: 384 KiB at the
+default 4096), symbol RAM 4 KiB, quantization RAM 256 B, coefficient buffers and IDCT workspace
+in registers (2 x 64 x 20 + 64 x 28 bits).
+"""
+from __future__ import annotations
+
+from amaranth import Module, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...rtl.layouts import PixelIn
+from .entropy import EntropyDecoder
+from .idct import BlockIdct
+from .parser import InByte, MarkerParser
+from .raster import Raster, line_stride
+
+__all__ = ["JpegDecoder", "JpegStatusBeat", "manifest", "DEFAULT_MAX_WIDTH",
+           "DEFAULT_MAX_HEIGHT"]
+
+DEFAULT_MAX_WIDTH = 4096
+DEFAULT_MAX_HEIGHT = 4096
+
+JpegStatusBeat = data.StructLayout({"code": unsigned(8), "width": unsigned(16),
+                                    "height": unsigned(16)})
+
+
+class JpegDecoder(wiring.Component):
+    def __init__(self, max_width: int = DEFAULT_MAX_WIDTH, max_height: int = DEFAULT_MAX_HEIGHT):
+        if not (1 <= max_width <= 65535 and 1 <= max_height <= 65535):
+            raise ValueError("max_width / max_height must be 1..65535")
+        self.max_width = max_width
+        self.max_height = max_height
+        super().__init__({
+            "i": In(stream.Signature(InByte)),
+            "o": Out(stream.Signature(PixelIn)),
+            "status": Out(stream.Signature(JpegStatusBeat)),
+            "width": Out(16), "height": Out(16), "header_valid": Out(1),
+        })
+
+    def memory_bytes(self) -> dict:
+        stride = line_stride(self.max_width)
+        return {"line_buffers": 3 * 32 * stride * 8, "huffman_symbols": 16 * 256,
+                "quant": 256}
+
+    def elaborate(self, platform):
+        m = Module()
+        img_rst = Signal()
+        m.submodules.parser = parser = MarkerParser(self.max_width, self.max_height)
+        m.submodules.entropy = ent = ResetInserter(img_rst)(EntropyDecoder())
+        m.submodules.idct = idct = ResetInserter(img_rst)(BlockIdct())
+        m.submodules.raster = ras = ResetInserter(img_rst)(Raster(self.max_width))
+
+        wiring.connect(m, wiring.flipped(self.i), parser.i)
+        wiring.connect(m, parser.bo, ent.bi)
+        wiring.connect(m, parser.bnd, ent.bnd)
+        wiring.connect(m, ras.o, wiring.flipped(self.o))
+        m.d.comb += [
+            ent.zfill.eq(parser.zfill),
+            ent.s_we.eq(parser.s_we), ent.s_addr.eq(parser.s_addr), ent.s_data.eq(parser.s_data),
+            ent.l_we.eq(parser.l_we), ent.l_tbl.eq(parser.l_tbl), ent.l_len.eq(parser.l_len),
+            ent.l_lim.eq(parser.l_lim), ent.l_base.eq(parser.l_base),
+            idct.q_we.eq(parser.q_we), idct.q_addr.eq(parser.q_addr),
+            idct.q_data.eq(parser.q_data),
+        ]
+        for name in ("width", "height", "three", "h2", "v2"):
+            m.d.comb += [getattr(ent, name).eq(getattr(parser, name)),
+                         getattr(ras, name).eq(getattr(parser, name))]
+        m.d.comb += [
+            ent.start.eq(parser.start), ras.start.eq(parser.start),
+            ent.ns.eq(parser.ns), ent.s_fidx.eq(parser.s_fidx), ent.s_dc.eq(parser.s_dc),
+            ent.s_ac.eq(parser.s_ac), ent.tq.eq(parser.tq), ent.ri.eq(parser.ri),
+            ent.out_rows.eq(ras.out_rows),
+            ent.can_claim.eq(idct.can_claim), idct.claim.eq(ent.claim),
+            idct.cw_valid.eq(ent.cw_valid), idct.cw_k.eq(ent.cw_k), idct.cw_val.eq(ent.cw_val),
+            idct.cw_tq.eq(ent.cw_tq),
+            idct.be_valid.eq(ent.be_valid), idct.be_comp.eq(ent.be_comp),
+            idct.be_bcol.eq(ent.be_bcol), idct.be_brow.eq(ent.be_brow),
+            idct.be_row_end.eq(ent.be_row_end),
+            ras.lw_en.eq(idct.lw_en), ras.lw_comp.eq(idct.lw_comp), ras.lw_line.eq(idct.lw_line),
+            ras.lw_col.eq(idct.lw_col), ras.lw_data.eq(idct.lw_data),
+            ras.rows_done.eq(idct.rows_done),
+            self.width.eq(parser.width), self.height.eq(parser.height),
+            self.header_valid.eq(parser.header_valid),
+        ]
+
+        # ---- image sequencing and status ------------------------------------------------------
+        final = Signal()
+        code = Signal(8)
+        with m.If(~final):
+            with m.If(parser.res_valid & ~parser.started):
+                m.d.sync += [final.eq(1), code.eq(parser.res_code)]
+            with m.Elif(ent.err != 0):
+                m.d.sync += [final.eq(1), code.eq(ent.err)]
+            with m.Elif(ent.done & parser.res_valid):
+                m.d.sync += [final.eq(1), code.eq(parser.res_code)]
+        failed = final & (code != 0)
+        m.d.comb += [parser.abort.eq(failed), ras.halt.eq(failed)]
+        m.d.comb += [self.status.payload.code.eq(code),
+                     self.status.payload.width.eq(parser.width),
+                     self.status.payload.height.eq(parser.height)]
+        with m.FSM(name="seq"):
+            with m.State("RUN"):
+                with m.If(final & ((failed & ras.idle) | (~failed & ras.done))):
+                    m.next = "STATUS"
+            with m.State("STATUS"):
+                m.d.comb += self.status.valid.eq(1)
+                with m.If(self.status.ready):
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(parser.at_end):
+                    m.d.comb += [parser.go.eq(1), img_rst.eq(1)]
+                    m.d.sync += [final.eq(0), code.eq(0)]
+                    m.next = "RUN"
+        return m
+
+
+def manifest(top: str = "jpeg_decoder", verilog_file: str | None = None) -> dict:
+    """Port manifest of the converted top for :class:`sim.harness.Harness`."""
+    return {
+        "top": top,
+        "verilog": verilog_file or f"{top}.v",
+        "clock": "clk",
+        "reset": "rst",
+        "ports": {
+            "i": {"dir": "in", "width": 9, "fields": {"byte": [0, 8], "last": [8, 1]}},
+            "o": {"dir": "out", "width": 25,
+                  "fields": {"r": [0, 8], "g": [8, 8], "b": [16, 8], "last": [24, 1]}},
+            "status": {"dir": "out", "width": 40,
+                       "fields": {"code": [0, 8], "width": [8, 16], "height": [24, 16]}},
+        },
+    }
