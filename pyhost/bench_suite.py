@@ -91,6 +91,33 @@ def bench_pixel_pipeline(pipeline: str = "imagenet") -> dict:
             "sim_cycles_per_second_overall": total_cycles / total_secs}
 
 
+def bench_jpeg_decoder(pipeline: str = "imagenet", w: int = 1024, h: int = 768) -> dict:
+    """Clocks per pixel with JPEG bytes into the hardware decoder, per subsampling and quality
+    (feed cycles: from the job's start until its last pixel entered the resize)."""
+    import io
+    from PIL import Image
+    from .backends.rtl import RtlBackend
+    from hdl.golden.pipeline import run_golden
+    from hdl.jpeg import decode
+    from hdl.spec import load_pipeline
+    spec = load_pipeline(pipeline)
+    rtl = RtlBackend(spec)
+    rows = []
+    img = photo_like(w, h, 7)
+    for sub_name, sub in (("4:2:0", 2), ("4:2:2", 1), ("4:4:4", 0)):
+        for q in (75, 95):
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, "JPEG", quality=q, subsampling=sub)
+            data = buf.getvalue()
+            r = rtl.run_stream([data], [f"{sub_name} q{q}"])[0]
+            exact = r.tensor.tobytes() == run_golden(spec, decode(data)).tobytes()
+            rows.append({"mode": sub_name, "quality": q, "size": f"{w}x{h}",
+                         "bytes": len(data), "feed_cycles": r.extra["feed_cycles"],
+                         "cycles_per_pixel": r.extra["cycles_per_pixel"],
+                         "bit_exact_vs_golden": exact})
+    return {"pipeline": pipeline, "rows": rows}
+
+
 def bench_cpu_preprocess(pipeline: str = "imagenet", n: int = 20) -> dict:
     """Images per second of the pillow and golden backends on this CPU, one core, same images."""
     import io
@@ -133,6 +160,13 @@ def main() -> int:
           f"bit-identical: {bp['bit_exact_vs_free']}")
     print(f"harness speed over all sizes: {pp['sim_cycles_per_second_overall'] / 1e6:.2f}M "
           "simulated cycles per second")
+
+    print("\n== hardware JPEG decoder: clocks per pixel (JPEG bytes -> tensor) ==")
+    jd = bench_jpeg_decoder()
+    print(f"wrote {write('jpeg_decoder', jd)}")
+    table(jd["rows"], [("mode", "mode", ""), ("quality", "quality", "d"), ("bytes", "bytes", "d"),
+                       ("cycles_per_pixel", "cyc/px", ".3f"),
+                       ("bit_exact_vs_golden", "bit-exact", "")])
 
     print("\n== CPU preprocessing (one core) ==")
     cpu = bench_cpu_preprocess()
