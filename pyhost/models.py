@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from hdl.spec import CropSpec, NormalizeSpec, OutputSpec, PipelineSpec, ResizeSpec, load_pipeline
+from hdl.spec import PRESETS, PipelineSpec, load_pipeline
 
 __all__ = ["ModelInfo", "resolve_model", "build_module", "EFFICIENTNET_LITE_PIPELINE",
            "NULL_MODEL", "DEFAULT_MODEL"]
@@ -41,13 +41,7 @@ NULL_MODEL = "null"
 #: testorig.jpg (a red rose): (x-127)/128 -> class 989 "rose hip" 0.61, ImageNet mean/std ->
 #: class 957 "pomegranate" 0.19; testimgint.jpg: 0.71 vs 0.17; matplotlib's grace_hopper.jpg:
 #: 0.26 vs 0.24 (class 652 "military uniform" ranks 3rd under both).
-EFFICIENTNET_LITE_PIPELINE = PipelineSpec(
-    name="efficientnet_lite",
-    resize=ResizeSpec(shorter_side=256),
-    crop=CropSpec(center=(224, 224)),
-    normalize=NormalizeSpec(mean=(127 / 255,) * 3, std=(128 / 255,) * 3),
-    output=OutputSpec(dtype="float16", layout="CHW"),
-)
+EFFICIENTNET_LITE_PIPELINE = PRESETS["efficientnet_lite"]
 
 
 @dataclass(frozen=True)

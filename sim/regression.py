@@ -2,6 +2,8 @@
 scoreboard (tests/test_rtl_core.py) and ``make coverage`` (:func:`coverage_jobs`)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from hdl.job import Status, bad_dims_job, build_job, pack_pixels
@@ -13,6 +15,8 @@ SPECS = {
     "imagenet": PRESETS["imagenet"],
     "rgb8": PipelineSpec(name="rgb8_raw", output=OutputSpec(dtype="uint8", layout="HWC"),
                          jpeg_decoder=False),
+    "efficientnet_lite": replace(PRESETS["efficientnet_lite"], name="efficientnet_lite_raw",
+                                 jpeg_decoder=False),
     # Exact-size resize with a box crop, bfloat16 HWC, its own mean/std.
     "box_bf16": PipelineSpec(name="box_bf16", **SMALL, resize=ResizeSpec(size=(40, 30)),
                              crop=CropSpec(box=(3, 2, 33, 25)),
@@ -28,10 +32,15 @@ SPECS = {
                             output=OutputSpec(dtype="uint8", layout="CHW")),
 }
 
+#: The presets run here with the pixel input (``jpeg_decoder=False``), which keeps the cocotb
+#: builds small; the JPEG decoder in front of them is checked through the harness
+#: (tests/test_rtl_backend.py, tests/test_jpeg_rtl.py).
+
 #: (width, height): 1x1, one row, one column, odd sizes, large-ratio downscales, upscales.
 SIZES = {
     "imagenet": [(1, 1), (1, 9), (9, 1), (37, 23), (300, 260), (520, 90)],
     "rgb8": [(1, 1), (1, 17), (17, 1), (33, 21)],
+    "efficientnet_lite": [(1, 1), (227, 149), (90, 400)],
     "box_bf16": [(1, 1), (41, 31), (640, 480), (7, 300), (39, 29)],
     "int8": [(1, 1), (24, 24), (250, 23), (9, 100)],
     "crop_u8": [(5, 4), (6, 9), (31, 7)],
