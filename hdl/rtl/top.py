@@ -10,7 +10,7 @@ jobs the whole datapath is reset, so an aborted job leaves nothing behind.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -81,7 +81,7 @@ class PreprocessCore(wiring.Component):
         out_w, out_h = hdr[1][:16], hdr[1][16:]
         h_steps, v_steps = hdr[2][:16], hdr[2][16:]
         h_mode, v_mode = hdr[3][0], hdr[3][1]
-        src_jpeg = hdr[3][2] if spec.jpeg_decoder else 0   # pixels come from the JPEG decoder
+        src_jpeg = hdr[3][2] if spec.jpeg_decoder else Const(0, 1)   # pixels from the JPEG decoder
         crop_x, crop_y = hdr[4][:16], hdr[4][16:]
         out_base = hdr[5]
 
