@@ -6,7 +6,8 @@ the cost per input pixel is one clock whatever the ratio. Gather mode (upscale) 
 three input pixels and computes one output per step.
 
 Pipeline (all stages advance together when the output register is free):
-table entry → products (S1) → accumulate / sum, clip8 → output register.
+table entry → weights and operands (S0) → products (S1) → accumulate / sum, clip8 → output
+register.
 """
 from __future__ import annotations
 
@@ -76,22 +77,36 @@ class HResample(wiring.Component):
         with m.If(fire & entry.adv):
             m.d.sync += [window[j].eq(shifted[j]) for j in range(3)]
 
-        weights = [entry.w0, entry.w1, entry.w2]
+        # S0: the step's weights and operands, registered so that the table memory's output
+        # does not feed the multipliers in the same clock (the long path on an FPGA).
+        s0_valid = Signal()
+        s0 = Signal(data.StructLayout({
+            "emit": 1, "lane": 2, "init": LANES,
+            "w": data.ArrayLayout(entry.w0.shape(), 3),
+            "op": data.ArrayLayout(Pixel, 3),
+        }))
+        with m.If(en):
+            m.d.sync += s0_valid.eq(fire)
+        with m.If(fire):
+            m.d.sync += [s0.emit.eq(entry.emit), s0.lane.eq(entry.lane), s0.init.eq(entry.init),
+                         s0.w[0].eq(entry.w0), s0.w[1].eq(entry.w1), s0.w[2].eq(entry.w2)]
+            for l in range(LANES):
+                # Scatter: every lane weighs the newest pixel; gather: lane l weighs window[l].
+                m.d.sync += s0.op[l].eq(Mux(gather, new_window[l], new_window[2]))
+
+        # S1: products.
         s1_valid = Signal()
         s1_emit = Signal()
         s1_lane = Signal(2)
         s1_init = Signal(LANES)
         prod = [[Signal(ACC, name=f"prod{l}_{c}") for c in range(3)] for l in range(LANES)]
         with m.If(en):
-            m.d.sync += s1_valid.eq(fire)
-        with m.If(fire):
-            m.d.sync += [s1_emit.eq(entry.emit), s1_lane.eq(entry.lane), s1_init.eq(entry.init)]
-            for l in range(LANES):
-                # Scatter: every lane weighs the newest pixel; gather: lane l weighs window[l].
-                operand = Mux(gather, new_window[l], new_window[2])
-                px = data.View(Pixel, operand)
-                for c in range(3):
-                    m.d.sync += prod[l][c].eq(weights[l] * px[c])
+            m.d.sync += s1_valid.eq(s0_valid)
+            with m.If(s0_valid):
+                m.d.sync += [s1_emit.eq(s0.emit), s1_lane.eq(s0.lane), s1_init.eq(s0.init)]
+                for l in range(LANES):
+                    for c in range(3):
+                        m.d.sync += prod[l][c].eq(s0.w[l] * s0.op[l][c])
 
         acc = [[Signal(ACC, name=f"acc{l}_{c}") for c in range(3)] for l in range(LANES)]
         sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]

@@ -6,7 +6,8 @@ every input row costs its width in clocks whatever the ratio. Gather mode (upsca
 last three rows in the same memories (a ring) and computes output rows from them; a step that
 does not consume a row re-reads the ring.
 
-Pipeline: tick (read memories at x, products of the incoming pixel) → S1 (scatter: accumulate
+Pipeline: row start (load the row's step into a register, one clock) → tick (read memories at
+x, products of the incoming pixel) → S1 (scatter: accumulate
 and write back; gather: tap products) → S2 (gather: sum) → clip8 → output register.
 """
 from __future__ import annotations
@@ -57,20 +58,26 @@ class VResample(wiring.Component):
         x = Signal(range(self.width_limit))
         ring = Signal(range(3))     # ring slot the next consumed row is written to
         primed = Signal()
-        entry = rd.data
+        # The row's step, registered: one clock per row to load it keeps the table memory's
+        # output away from the multipliers (the FPGA's critical path otherwise).
+        entry = Signal(StepLayout)
+        loaded = Signal()
         row_end = x == self.width - 1
         done = step == self.steps
 
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        can_tick = self.run & primed & en & ~done
+        can_tick = self.run & primed & loaded & en & ~done
         fire = can_tick & (~entry.adv | self.i.valid)
         m.d.comb += self.i.ready.eq(can_tick & entry.adv)
         m.d.comb += rd.addr.eq(Mux(fire & row_end, step + 1, step) + self.bank * self.depth)
         m.d.sync += primed.eq(self.run)
+        with m.If(self.run & primed & ~loaded & ~done):
+            m.d.sync += [entry.eq(rd.data), loaded.eq(1)]
         with m.If(fire):
             m.d.sync += x.eq(Mux(row_end, 0, x + 1))
             with m.If(row_end):
+                m.d.sync += loaded.eq(0)
                 m.d.sync += step.eq(step + 1)
                 with m.If(entry.adv):
                     m.d.sync += ring.eq(Mux(ring == 2, 0, ring + 1))
