@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..resample import GATHER, LANES
 from .layouts import Pixel, StepLayout
-from .resample_common import ACC, BIAS, clip8, step_table
+from .resample_common import ACC, BIAS, clip8, step_table, unit_members
 
 LaneRow = data.ArrayLayout(ACC, 3)
 
@@ -33,25 +33,11 @@ class VResample(wiring.Component):
         self.depth = depth
         self.width_limit = width_limit
         self.banks = banks
-        super().__init__({
-            "i": In(stream.Signature(Pixel)),
-            "o": Out(stream.Signature(Pixel)),
-            "run": In(1),
-            "steps": In(16),
-            "mode": In(1),
-            "width": In(16),
-            "bank": In(range(banks)) if banks > 1 else In(1),
-            "tbl_addr": In(range(depth * banks)),
-            "tbl_data": In(StepLayout),
-            "tbl_we": In(1),
-        })
+        super().__init__({**unit_members(depth, banks), "width": In(16)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.table = table = step_table(self.depth * self.banks)
-        wr = table.write_port()
-        rd = table.read_port()
-        m.d.comb += [wr.addr.eq(self.tbl_addr), wr.data.eq(self.tbl_data), wr.en.eq(self.tbl_we)]
+        rd = step_table(m, self)
 
         gather = self.mode == GATHER
         step = Signal(range(self.depth + 1))
