@@ -25,15 +25,26 @@ def top_name(spec: PipelineSpec) -> str:
 REPO = Path(__file__).resolve().parents[1]
 
 
+_DIGEST: str | None = None
+
+
 def _source_digest() -> str:
-    """Hash of every gateware source file: a cached netlist is reused only for identical RTL."""
+    """Hash of every gateware source file: a cached netlist is reused only for identical RTL.
+
+    Taken once per process, after importing every gateware module the core can use, so it
+    describes the code this process runs even if the files change on disk later."""
+    global _DIGEST
+    if _DIGEST is not None:
+        return _DIGEST
+    import hdl.jpeg.rtl.decoder  # noqa: F401  (imported before hashing, see above)
     h = hashlib.sha256()
     for f in sorted((REPO / "hdl").rglob("*.py")):
         h.update(str(f.relative_to(REPO)).encode())
         h.update(f.read_bytes())
     import amaranth
     h.update(amaranth.__version__.encode())
-    return h.hexdigest()
+    _DIGEST = h.hexdigest()
+    return _DIGEST
 
 
 def verilog_text(spec: PipelineSpec) -> str:

@@ -23,7 +23,8 @@ in registers (2 x 64 x 20 + 64 x 28 bits).
 """
 from __future__ import annotations
 
-from amaranth import Module, ResetInserter, Signal, unsigned
+from amaranth import (ClockDomain, ClockSignal, DomainRenamer, Module, ResetInserter,
+                      ResetSignal, Signal, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -62,6 +63,20 @@ class JpegDecoder(wiring.Component):
                 "quant": 256}
 
     def elaborate(self, platform):
+        # The datapath runs in a local domain on the same clock whose reset is the domain
+        # reset registered once (``rst_q``, high from time zero): its next-state logic then
+        # depends on state only, not on the ``rst`` input, which keeps a cycle-based simulator
+        # (Verilator) from re-evaluating all of it whenever an input is driven. While ``rst_q``
+        # is high (one cycle longer than ``rst``) the input is held off.
+        top = Module()
+        rst_q = Signal(init=1, reset_less=True)
+        top.d.sync += rst_q.eq(ResetSignal())
+        top.domains.dec = ClockDomain("dec", local=True)
+        top.d.comb += [ClockSignal("dec").eq(ClockSignal()), ResetSignal("dec").eq(rst_q)]
+        top.submodules.core = DomainRenamer("dec")(self._datapath(rst_q))
+        return top
+
+    def _datapath(self, hold):
         m = Module()
         img_rst = Signal()
         m.submodules.parser = parser = MarkerParser(self.max_width, self.max_height)
@@ -69,10 +84,43 @@ class JpegDecoder(wiring.Component):
         m.submodules.idct = idct = ResetInserter(img_rst)(BlockIdct())
         m.submodules.raster = ras = ResetInserter(img_rst)(Raster(self.max_width))
 
-        wiring.connect(m, wiring.flipped(self.i), parser.i)
+        # Input skid buffer (two entries): nothing past it depends combinationally on the
+        # ``i`` port, so a simulator need not re-evaluate the parser and entropy decoder's
+        # next-state logic whenever the input is driven. Full rate, one clock of latency.
+        ib = [Signal(InByte.size, name=f"ib{n}") for n in range(2)]
+        icnt = Signal(2)
+        push = Signal()
+        pop = Signal()
+        m.d.comb += [self.i.ready.eq((icnt != 2) & ~hold),
+                     push.eq(self.i.valid & self.i.ready),
+                     parser.i.valid.eq(icnt != 0), parser.i.payload.eq(ib[0]),
+                     pop.eq(parser.i.valid & parser.i.ready)]
+        with m.If(pop):
+            m.d.sync += ib[0].eq(ib[1])
+        with m.If(push & ((icnt == 0) | ((icnt == 1) & pop))):
+            m.d.sync += ib[0].eq(self.i.payload)
+        with m.Elif(push):
+            m.d.sync += ib[1].eq(self.i.payload)
+        m.d.sync += icnt.eq(icnt + push - pop)
         wiring.connect(m, parser.bo, ent.bi)
         wiring.connect(m, parser.bnd, ent.bnd)
-        wiring.connect(m, ras.o, wiring.flipped(self.o))
+        # Output skid buffer (two entries), for the same reason as the input's: the raster
+        # stage's pipeline enable then depends on state only, not on the ``o.ready`` input.
+        ob = [Signal(PixelIn.size, name=f"ob{n}") for n in range(2)]
+        ocnt = Signal(2)
+        opush = Signal()
+        opop = Signal()
+        m.d.comb += [ras.o.ready.eq(ocnt != 2), opush.eq(ras.o.valid & ras.o.ready),
+                     self.o.valid.eq(ocnt != 0), self.o.payload.eq(ob[0]),
+                     opop.eq(self.o.valid & self.o.ready)]
+        with m.If(opop):
+            m.d.sync += ob[0].eq(ob[1])
+        with m.If(opush & ((ocnt == 0) | ((ocnt == 1) & opop))):
+            m.d.sync += ob[0].eq(ras.o.payload)
+        with m.Elif(opush):
+            m.d.sync += ob[1].eq(ras.o.payload)
+        m.d.sync += ocnt.eq(ocnt + opush - opop)
+        o_empty = ocnt == 0
         m.d.comb += [
             ent.zfill.eq(parser.zfill),
             ent.s_we.eq(parser.s_we), ent.s_addr.eq(parser.s_addr), ent.s_data.eq(parser.s_data),
@@ -119,7 +167,7 @@ class JpegDecoder(wiring.Component):
                      self.status.payload.height.eq(parser.height)]
         with m.FSM(name="seq"):
             with m.State("RUN"):
-                with m.If(final & ((failed & ras.idle) | (~failed & ras.done))):
+                with m.If(final & o_empty & ((failed & ras.idle) | (~failed & ras.done))):
                     m.next = "STATUS"
             with m.State("STATUS"):
                 m.d.comb += self.status.valid.eq(1)

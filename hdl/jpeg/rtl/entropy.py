@@ -43,6 +43,15 @@ def _sym_init() -> list[int]:
     return init
 
 
+def _shl64(x, amount):
+    """``(x << amount)`` truncated to 64 bits, as a log shifter of fixed-width stages (a plain
+    ``<<`` is 64 + 2**len(amount) - 1 bits wide, which a simulator computes in wide words)."""
+    v = x if len(x) == 64 else Cat(x, Const(0, 64 - len(x)))
+    for i in range(len(amount)):
+        v = Mux(amount[i], v.shift_left(1 << i)[:64] if (1 << i) < 64 else Const(0, 64), v)
+    return v
+
+
 class EntropyDecoder(wiring.Component):
     def __init__(self):
         super().__init__({
@@ -77,34 +86,41 @@ class EntropyDecoder(wiring.Component):
         sr = syms.read_port(transparent_for=())
         m.d.comb += [sw.addr.eq(self.s_addr), sw.data.eq(self.s_data), sw.en.eq(self.s_we)]
 
-        lims = [[None] * 16 for _ in range(N_PHYS_TABLES)]
-        bases = [[None] * 16 for _ in range(N_PHYS_TABLES)]
-        for t in range(8):
-            for L in range(16):
-                lim = Signal(17, name=f"lim{t}_{L}")
-                bse = Signal(signed(20), name=f"base{t}_{L}")
-                with m.If(self.l_we & (self.l_tbl == t) & (self.l_len == L)):
-                    m.d.sync += [lim.eq(self.l_lim), bse.eq(self.l_base)]
-                lims[t][L], bases[t][L] = lim, bse
+        # lim/base per code length: one small RAM per length, addressed by the physical table
+        # (0-7 loadable, 8-11 the Annex K tables as initial contents, 12-15 unused), so the
+        # lookup reads the 16 (lim, base) pairs of the current table in parallel.
+        std = {}
         for (tc, th), spec in STD_HUFFMAN.items():
-            p = STD_PHYS[(tc, th)]
-            lim, bse = canonical(spec.counts)
-            for L in range(16):
-                lims[p][L] = Const(lim[L], 17)
-                bases[p][L] = Const(bse[L], signed(20))
+            std[STD_PHYS[(tc, th)]] = canonical(spec.counts)
+        lb_ports = []
+        for L in range(16):
+            init = []
+            for t in range(16):
+                lim_l, base_l = std.get(min(t, N_PHYS_TABLES - 1), ([0] * 16, [0] * 16)) \
+                    if t >= 8 else ([0] * 16, [0] * 16)
+                init.append(lim_l[L] | ((base_l[L] & ((1 << 20) - 1)) << 17))
+            mem = memory.Memory(shape=37, depth=16, init=init)
+            m.submodules[f"lb{L}"] = mem
+            w = mem.write_port()
+            m.d.comb += [w.addr.eq(self.l_tbl), w.data.eq(Cat(self.l_lim, self.l_base)),
+                         w.en.eq(self.l_we & (self.l_len == L))]
+            lb_ports.append(mem.read_port(domain="comb"))
 
         # ---- bit buffer and boundary FIFO ---------------------------------------------------
         buf = Signal(64)
         nbits = Signal(7)
         pos = Signal(35)
         consume = Signal(6)
-        fifo = Array(Signal(Boundary.size, name=f"bnd{k}") for k in range(FIFO_DEPTH))
+        m.submodules.bfifo = bfifo = memory.Memory(shape=Boundary.size, depth=FIFO_DEPTH,
+                                                   init=[])
+        fifo_w = bfifo.write_port()
+        fifo_r = bfifo.read_port(domain="comb")
         wp = Signal(3)
         rp = Signal(3)
         count = Signal(4)
         pop = Signal()
         head_raw = Signal(Boundary.size)
-        m.d.comb += head_raw.eq(fifo[rp])
+        m.d.comb += [fifo_r.addr.eq(rp), head_raw.eq(fifo_r.data)]
         head = data.View(Boundary, head_raw)
         head_end = Signal(35)
         m.d.comb += head_end.eq(Cat(Const(0, 3), head.pos))
@@ -112,18 +128,20 @@ class EntropyDecoder(wiring.Component):
 
         push = self.bnd.valid & self.bnd.ready
         m.d.comb += self.bnd.ready.eq(count < FIFO_DEPTH)
+        m.d.comb += [fifo_w.addr.eq(wp), fifo_w.data.eq(self.bnd.payload.as_value()),
+                     fifo_w.en.eq(push)]
         with m.If(push):
-            m.d.sync += [fifo[wp].eq(self.bnd.payload.as_value()), wp.eq(wp + 1)]
+            m.d.sync += wp.eq(wp + 1)
         with m.If(pop):
             m.d.sync += rp.eq(rp + 1)
         m.d.sync += count.eq(count + push - pop)
 
         nb1 = Signal(7)
         buf1 = Signal(64)
-        m.d.comb += [nb1.eq(nbits - consume), buf1.eq(buf << consume),
+        m.d.comb += [nb1.eq(nbits - consume), buf1.eq(_shl64(buf, consume)),
                      self.bi.ready.eq(nbits <= 56)]
         with m.If(self.bi.valid & self.bi.ready):
-            m.d.sync += [buf.eq(buf1 | (self.bi.payload << (56 - nb1)[:6].as_unsigned())),
+            m.d.sync += [buf.eq(buf1 | _shl64(self.bi.payload, (56 - nb1)[:6].as_unsigned())),
                          nbits.eq(nb1 + 8)]
         with m.Elif(self.zfill & (nbits <= 56)):
             m.d.sync += [buf.eq(buf1), nbits.eq(nb1 + 8)]
@@ -178,8 +196,10 @@ class EntropyDecoder(wiring.Component):
         Lf = Signal(5)
         c, lf, vf = Const(0, 9), Const(0, 5), Const(0, 1)
         for Lm1 in reversed(range(16)):
-            lim_s = Array(lims[t][Lm1] for t in range(N_PHYS_TABLES))[tbl]
-            base_s = Array(bases[t][Lm1] for t in range(N_PHYS_TABLES))[tbl]
+            rp = lb_ports[Lm1]
+            m.d.comb += rp.addr.eq(tbl)
+            lim_s = rp.data[:17]
+            base_s = rp.data[17:].as_signed()
             hit = peek < lim_s
             c = Mux(hit, (base_s + (peek >> (15 - Lm1)))[:9], c)
             lf = Mux(hit, Lm1 + 1, lf)
@@ -196,7 +216,7 @@ class EntropyDecoder(wiring.Component):
         m.d.comb += bad.eq(Mux(is_dc, sym > 11,
                                (sym[:4] > 10) | ((sym[:4] == 0) & (sym != 0) & (sym != 0xF0))))
         shifted = Signal(64)
-        m.d.comb += shifted.eq(buf << L)
+        m.d.comb += shifted.eq(_shl64(buf, L))
         raw = Signal(11)
         m.d.comb += raw.eq(shifted[53:] >> (11 - size)[:4].as_unsigned())
         ext = Signal(signed(12))

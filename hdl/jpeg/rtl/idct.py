@@ -97,7 +97,8 @@ class BlockIdct(wiring.Component):
                      s1_meta.eq(Cat(self.be_comp, self.be_bcol, self.be_brow, self.be_row_end))]
 
         # ---- coefficient buffers -------------------------------------------------------------
-        coef = [[Signal(signed(20), name=f"c{b}_{n}") for n in range(64)] for b in range(2)]
+        # One RAM per coefficient row (natural order), addressed by (buffer, column): pass 1
+        # reads one column of the buffer ``rb`` (all eight rows) per clock.
         mask = [Signal(64, name=f"mask{b}") for b in range(2)]
         full = [Signal(name=f"full{b}") for b in range(2)]
         meta = [Signal(len(s1_meta), name=f"meta{b}") for b in range(2)]
@@ -112,12 +113,20 @@ class BlockIdct(wiring.Component):
         m.d.comb += nat.eq(Array(Const(z, 6) for z in ZIGZAG_LIST)[s1_k])
         prod = Signal(signed(20))
         m.d.comb += prod.eq(s1_val * qr.data)
+        c1 = Signal(3)
+        coef_rd = []
+        for r in range(8):
+            mem = memory.Memory(shape=signed(20), depth=16, init=[])
+            m.submodules[f"coef{r}"] = mem
+            w = mem.write_port()
+            m.d.comb += [w.addr.eq(Cat(nat[:3], wb)), w.data.eq(prod),
+                         w.en.eq(s1_cw & (nat[3:] == r))]
+            rp = mem.read_port(domain="comb")
+            m.d.comb += rp.addr.eq(Cat(c1, rb))
+            coef_rd.append(rp.data)
         for b in range(2):
-            for n in range(64):
-                with m.If(s1_cw & (wb == b) & (nat == n)):
-                    m.d.sync += coef[b][n].eq(prod)
             with m.If(s1_cw & (wb == b)):
-                m.d.sync += mask[b].eq(mask[b] | (Const(1, 64) << nat))
+                m.d.sync += mask[b].eq(mask[b] | (Const(1, 1) << nat))     # 64 bits wide
             with m.If(s1_be & (wb == b)):
                 m.d.sync += [full[b].eq(1), meta[b].eq(s1_meta)]
             with m.If(free & (rb == b)):
@@ -126,31 +135,33 @@ class BlockIdct(wiring.Component):
             m.d.sync += wb.eq(~wb)
 
         # ---- pass 1: columns -----------------------------------------------------------------
-        ws = [[Signal(signed(WS_BITS), name=f"ws{r}_{c}") for c in range(8)] for r in range(8)]
-        c1 = Signal(3)
+        # workspace: one RAM of 64 words (row * 8 + column), eight write ports (pass 1 writes
+        # a column) and eight read ports (pass 2 reads a row)
+        m.submodules.ws = wsmem = memory.Memory(shape=signed(WS_BITS), depth=64, init=[])
         p1 = Signal()               # pass 1 running on buffer rb
+        rmask = Signal(64)
+        m.d.comb += rmask.eq(Mux(rb, mask[1], mask[0]))
         d_in = []
         for r in range(8):
-            vals = []
-            for b in range(2):
-                col = Array(Mux(mask[b][r * 8 + cc], coef[b][r * 8 + cc], 0) for cc in range(8))
-                vals.append(col[c1])
-            d_in.append(Mux(rb, vals[1], vals[0]))
+            d_in.append(Mux(rmask.bit_select(Cat(c1, Const(r, 3)), 1), coef_rd[r], 0))
         out1 = islow_1d(d_in)
         rnd1 = 1 << (G.CONST_BITS - G.PASS1_BITS - 1)
         for r in range(8):
             v = Signal(signed(WS_BITS), name=f"p1_{r}")
             m.d.comb += v.eq((out1[r] + rnd1) >> (G.CONST_BITS - G.PASS1_BITS))
-            for c in range(8):
-                with m.If(p1 & (c1 == c)):
-                    m.d.sync += ws[r][c].eq(v)
+            w = wsmem.write_port()
+            m.d.comb += [w.addr.eq(Cat(c1, Const(r, 3))), w.data.eq(v), w.en.eq(p1)]
 
         # ---- pass 2: rows --------------------------------------------------------------------
         r2 = Signal(3)
         p2 = Signal()
         meta2 = Signal(len(s1_meta))
         m2_comp, m2_bcol, m2_brow, m2_end = meta2[:2], meta2[2:15], meta2[15:28], meta2[28]
-        d2 = [Array(ws[r][c] for r in range(8))[r2] for c in range(8)]
+        d2 = []
+        for c in range(8):
+            rp = wsmem.read_port(domain="comb")
+            m.d.comb += rp.addr.eq(Cat(Const(c, 3), r2))
+            d2.append(rp.data)
         out2 = islow_1d(d2)
         sh2 = G.CONST_BITS + G.PASS1_BITS + 3
         samples = []

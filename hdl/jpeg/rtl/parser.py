@@ -128,7 +128,7 @@ class MarkerParser(wiring.Component):
         f_w = Signal(16)
         nf = Signal(8)
         comp_err = Signal()
-        seen = Signal(256)
+        seen = [Signal(32, name=f"seen{w}") for w in range(8)]   # component ids seen (SOF)
         cid = Array(Signal(8, name=f"cid{k}") for k in range(3))
         c_h = Array(Signal(4, name=f"ch{k}") for k in range(3))
         c_v = Array(Signal(4, name=f"cv{k}") for k in range(3))
@@ -282,9 +282,12 @@ class MarkerParser(wiring.Component):
                         with m.Default():
                             with m.Switch(cf):
                                 with m.Case(0):
-                                    with m.If((seen >> b)[0]):
+                                    with m.If(Array(seen)[b[5:]].bit_select(b[:5], 1)):
                                         m.d.sync += comp_err.eq(1)
-                                    m.d.sync += seen.eq(seen | (Const(1, 256) << b))
+                                    for w in range(8):
+                                        with m.If(b[5:] == w):
+                                            m.d.sync += seen[w].eq(seen[w] |
+                                                                   (Const(1, 1) << b[:5]))
                                     with m.If(ci < 3):
                                         m.d.sync += cid[ci[:2]].eq(b)
                                     m.d.sync += cf.eq(1)
@@ -542,7 +545,7 @@ class MarkerParser(wiring.Component):
                         ln = Cat(byte, len_hi)
                         m.d.sync += [seg_len.eq(ln), off.eq(0), perr.eq(0), eof_seen.eq(last),
                                      tpos.eq(0), hpos.eq(0), in_syms.eq(0), comp_err.eq(0),
-                                     seen.eq(0), sos_bad.eq(0), app_match.eq(1),
+                                     *[sw.eq(0) for sw in seen], sos_bad.eq(0), app_match.eq(1),
                                      prec.eq(0), nf.eq(0), ss.eq(0), se.eq(0), ahal.eq(0),
                                      ci.eq(0), cf.eq(0)]
                         with m.If(ln < 2):
