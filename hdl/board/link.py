@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from ..job import HEADER_WORDS
 from ..resample import STEP_WORDS
 from ..rtl.layouts import PixelIn, tensor_beat
-from ..rtl.top import StatusWord
+from ..rtl.top import JpegByte, StatusWord
 from ..spec import PipelineSpec
 from .protocol import (CREDIT_UNIT, HEADER_BYTES, INFO_BYTES, REQ_SYNC, RESP_SYNC, LinkStatus,
                        ReqType, RespType, info_bytes)
@@ -69,7 +69,7 @@ class HostLink(wiring.Component):
         self.timeout_cycles = timeout_cycles
         self.divisor = divisor
         self.element_bits = spec.output.element_bits
-        super().__init__({
+        ports = {
             "rx": In(stream.Signature(8, always_ready=True)),
             "rx_frame_error": In(1),
             "tx": Out(stream.Signature(8)),
@@ -80,7 +80,10 @@ class HostLink(wiring.Component):
             "core_rst": Out(1),
             "busy": Out(1),
             "error": Out(1),
-        })
+        }
+        if spec.jpeg_decoder:
+            ports["jpg"] = Out(stream.Signature(JpegByte))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -172,12 +175,19 @@ class HostLink(wiring.Component):
         in_request = Signal()
         abort = Signal()
         timed_out = Signal()
+        # A job request: RGB pixels, or (with the decoder) a JPEG file.
+        is_jpeg = (rtype == ReqType.JPEG) if spec.jpeg_decoder else Const(0)
+        job_type = (rtype == ReqType.RGB) | is_jpeg
+        jpeg_job = Signal()
+        # The core's reset is registered: it fans out to every register of the core.
+        reset_core = Signal()
+        m.d.sync += self.core_rst.eq(reset_core)
 
         def check_abort():
             """Abort the request: the host went quiet (or the core stopped) mid-request, or a
             received byte was lost. Placed last in a state, so it overrides its transitions."""
             with m.If(abort):
-                m.d.comb += self.core_rst.eq(1)
+                m.d.comb += reset_core.eq(1)
                 report(Mux(rx_fault, LinkStatus.RX_ERROR, LinkStatus.TIMEOUT))
                 m.next = "ERR_HUNT"
         with m.FSM(name="parse") as parse_fsm:
@@ -216,16 +226,16 @@ class HostLink(wiring.Component):
                         m.d.comb += credit_clear.eq(1)
                         m.d.sync += info_pending.eq(1)
                         m.next = "INFO"
-                    with m.Elif(rtype == ReqType.RGB):
+                    with m.Elif(job_type):
                         if spec.resize is not None:
                             bad_cfg = n_cfg < HEADER_WORDS
                         else:
                             bad_cfg = n_cfg != HEADER_WORDS
-                        with m.If(bad_cfg | (n_data == 0) | (mod3 != 0)):
+                        with m.If(bad_cfg | (n_data == 0) | ((mod3 != 0) & ~is_jpeg)):
                             report(LinkStatus.BAD_LENGTH)
                             m.next = "ERR_SKIP"
                         with m.Else():
-                            m.d.sync += job_sent.eq(0)
+                            m.d.sync += [job_sent.eq(0), jpeg_job.eq(is_jpeg)]
                             m.next = "CFG"
                     with m.Else():
                         report(LinkStatus.BAD_TYPE)
@@ -235,19 +245,45 @@ class HostLink(wiring.Component):
                 with m.If(have):
                     m.d.sync += [word.eq(Cat(word[8:], byte)), bidx.eq(bidx + 1)]
                     with m.If(bidx == 3):
-                        m.next = "PUSH_CFG"
+                        if spec.resize is not None:
+                            with m.If(widx == 2):
+                                m.next = "STEPS"
+                            with m.Else():
+                                m.next = "PUSH_CFG"
+                        else:
+                            m.next = "PUSH_CFG"
                 check_abort()
+            # Word 2 holds the schedule lengths: the cfg word count must be HEADER_WORDS +
+            # STEP_WORDS * (h_steps + v_steps). Two cycles, shifts and adds (no multiplier).
+            steps = Signal(17)
+            expected = Signal(20)
+            bad = Signal()
+            if spec.resize is not None:
+                assert STEP_WORDS == 3
+                with m.State("STEPS"):
+                    m.d.comb += in_request.eq(1)
+                    m.d.sync += steps.eq(word[:16] + word[16:])
+                    m.next = "STEPS_SUM"
+                    check_abort()
+                with m.State("STEPS_SUM"):
+                    m.d.comb += in_request.eq(1)
+                    m.d.sync += expected.eq((steps << 1) + steps + HEADER_WORDS)
+                    m.next = "STEPS_CHECK"
+                    check_abort()
+                with m.State("STEPS_CHECK"):
+                    m.d.comb += in_request.eq(1)
+                    m.d.sync += bad.eq(expected != n_cfg)
+                    m.next = "PUSH_CFG"
+                    check_abort()
             with m.State("PUSH_CFG"):
                 m.d.comb += in_request.eq(1)
-                if spec.resize is not None:
-                    steps = word[:16] + word[16:]
-                    expected = HEADER_WORDS + steps * STEP_WORDS
-                    bad = (widx == 2) & (expected != n_cfg)
-                else:
-                    bad = Const(0)
-                with m.If(bad):
-                    m.d.comb += self.core_rst.eq(1)
+                with m.If(bad & (widx == 2)):
+                    m.d.comb += reset_core.eq(1)
                     report(LinkStatus.BAD_LENGTH)
+                    m.next = "ERR_SKIP"
+                with m.Elif((widx == 3) & (word[2] != jpeg_job)):   # src_jpeg vs request type
+                    m.d.comb += reset_core.eq(1)
+                    report(LinkStatus.BAD_SOURCE)
                     m.next = "ERR_SKIP"
                 with m.Else():
                     m.d.comb += [self.cfg.valid.eq(1), self.cfg.payload.eq(word)]
@@ -259,10 +295,33 @@ class HostLink(wiring.Component):
                             m.d.sync += expect.eq(word)
                             m.d.comb += order_clear.eq(1)
                         with m.If(cfg_left == 1):
-                            m.next = "PIX"
+                            m.next = "DATA"
                         with m.Else():
                             m.next = "CFG"
                 check_abort()
+            with m.State("DATA"):
+                m.d.comb += in_request.eq(1)
+                m.next = "JPG" if spec.jpeg_decoder else "PIX"
+                if spec.jpeg_decoder:
+                    with m.If(~jpeg_job):
+                        m.next = "PIX"
+            if spec.jpeg_decoder:
+                with m.State("JPG"):
+                    m.d.comb += [pop.eq(1), in_request.eq(1)]
+                    with m.If(have):
+                        m.d.sync += [pixel[:8].eq(byte), data_left.eq(data_left - 1)]
+                        m.next = "PUSH_JPG"
+                    check_abort()
+                with m.State("PUSH_JPG"):
+                    m.d.comb += [in_request.eq(1), self.jpg.valid.eq(1),
+                                 self.jpg.payload.byte.eq(pixel[:8]),
+                                 self.jpg.payload.last.eq(data_left == 0)]
+                    with m.If(self.jpg.ready):
+                        with m.If(data_left == 0):
+                            m.next = "WAIT_JOB"
+                        with m.Else():
+                            m.next = "JPG"
+                    check_abort()
             with m.State("PIX"):
                 m.d.comb += [pop.eq(1), in_request.eq(1)]
                 with m.If(have):
@@ -311,6 +370,8 @@ class HostLink(wiring.Component):
         tx_fire = self.tx.valid & self.tx.ready
         progress = took | tx_fire | out_fire | (self.cfg.valid & self.cfg.ready) | \
             (self.pix.valid & self.pix.ready)
+        if spec.jpeg_decoder:
+            progress = progress | (self.jpg.valid & self.jpg.ready)
         watched = in_request | parse_fsm.ongoing("SKIP")
         with m.If(~watched | progress):
             m.d.sync += idle.eq(0)
@@ -364,7 +425,7 @@ class HostLink(wiring.Component):
                     m.d.comb += credit_take.eq(1)
                     load(_bytes_const(bytes([RESP_SYNC, RespType.CREDIT])) + [u8(credit_units)])
                     m.next = "SEND"
-                with m.Elif(self.status.valid & out_empty):
+                with m.Elif(self.status.valid & out_empty & ~self.core_rst):
                     m.d.comb += self.status.ready.eq(1)
                     status_frame(Mux(order_err & (self.status.payload.code == 0),
                                      LinkStatus.ORDER, self.status.payload.code))

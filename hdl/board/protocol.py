@@ -6,13 +6,14 @@ All multi-byte fields are little endian.
 Host -> board: request frames, each an 11-byte header and a payload::
 
     0    0xA5              sync
-    1    type              'R' (0x52) RGB job, 'P' (0x50) ping, 'J' (0x4A) JPEG job (reserved)
+    1    type              'R' (0x52) RGB job, 'J' (0x4A) JPEG job, 'P' (0x50) ping
     2-5  n_cfg             number of 32-bit cfg words in the payload
     6-9  n_data            number of data bytes after the cfg words
     10   check             makes the 11 header bytes sum to 0 mod 256
     payload: n_cfg cfg words (4 bytes each, see hdl.job), then n_data bytes
              ('R': R, G, B per pixel in raster order, so n_data = 3 * pixels;
-              'J': the JPEG file, once the decoder is in the bitstream)
+              'J': the JPEG file, for the on-chip decoder: the job header's src_jpeg bit set,
+              its sizes from the JPEG's SOF; bitstreams without the decoder answer BAD_TYPE)
 
 Board -> host: response frames, each starting 0x5A, type::
 
@@ -21,7 +22,8 @@ Board -> host: response frames, each starting 0x5A, type::
     0x5A 'D' n beat[n]                  n (1..255) tensor beats, each 3 elements of E/8 bytes
     0x5A 'S' code beats[4]              end of a request: status code, tensor beats sent
 
-Every request is answered by exactly one 'S' frame ('I' for a ping). Tensor beats leave the
+Every request is answered by exactly one 'S' frame ('I' for a ping); a header whose check byte
+is wrong is answered BAD_HEADER once, then ignored until a good header arrives. Tensor beats leave the
 core in raster order (the link checks the core's offset tags and reports ORDER otherwise), so
 beat i of an OK job is output pixel i: its elements go to tensor.flat[i + c*H*W] (CHW) or
 tensor.flat[3*i + c] (HWC).
@@ -31,9 +33,12 @@ host keeps at most that many bytes unacknowledged; every CREDIT_UNIT bytes the b
 of the FIFO are returned in 'C' frames. A ping resets the count: send it with nothing else in
 flight, and after its answer the whole window is free.
 
-Errors: the core's codes (hdl.job.Status, 0..0x7F) and the link's own (LinkStatus, 0x80..).
-A link error aborts the request: the core is reset, the rest of the frame is skipped (or, after
-a timeout, hunted through for the next 0xA5), and the 'S' frame names the error.
+Errors: the core's codes (hdl.job.Status, 0..15), the JPEG decoder's (hdl.jpeg.JpegStatus,
+16..) and the link's own (LinkStatus, 0x80..).
+A link error aborts the request: the core is reset, the rest of the frame is skipped (after a
+bad header, a timeout or a receive error: hunted through for the next 0xA5, so the host pings to
+resynchronize), and the 'S' frame names the error. A request that stops arriving for the
+link's timeout (0.25 s on the board) is aborted with TIMEOUT.
 """
 from __future__ import annotations
 
@@ -60,7 +65,7 @@ CREDIT_UNIT = 256
 class ReqType(IntEnum):
     RGB = ord("R")
     PING = ord("P")
-    JPEG = ord("J")       # reserved for the JPEG decoder; answered BAD_TYPE until it is built in
+    JPEG = ord("J")       # JPEG file bytes for the on-chip decoder (BAD_TYPE without one)
 
 
 class RespType(IntEnum):
@@ -78,6 +83,7 @@ class LinkStatus(IntEnum):
     TIMEOUT = 0x83        # the frame stopped arriving (or the core stopped) mid-request
     RX_ERROR = 0x84       # UART framing error or receive-FIFO overrun during the request
     ORDER = 0x85          # tensor beats left the core out of raster order (hardware fault)
+    BAD_SOURCE = 0x86     # the job header's src_jpeg bit does not match the request type
 
     @property
     def message(self) -> str:
@@ -95,6 +101,8 @@ _LINK_MESSAGES = {
     LinkStatus.RX_ERROR: "board link: UART framing error or receive overrun (baud rate or "
                          "flow control)",
     LinkStatus.ORDER: "board link: tensor beats out of order (hardware fault)",
+    LinkStatus.BAD_SOURCE: "board link: the job header's input source (src_jpeg) does not "
+                           "match the request type ('R' pixels, 'J' JPEG bytes)",
 }
 
 
@@ -106,7 +114,12 @@ def status_message(code: int) -> str:
         except ValueError:
             continue
         return f"{s.name} (0x{code:02x}): {s.message}"
-    return f"unknown status 0x{code:02x}"
+    try:
+        from ..jpeg import STATUS_MESSAGES, JpegStatus
+        j = JpegStatus(code)
+        return f"JPEG {j.name} (0x{code:02x}): {STATUS_MESSAGES[j]}"
+    except (ImportError, ValueError, KeyError):
+        return f"unknown status 0x{code:02x}"
 
 
 def spec_id(spec: PipelineSpec) -> int:
@@ -133,7 +146,7 @@ INFO_FIELDS = (("version", "B"), ("element_bits", "B"), ("flags", "B"), ("rx_err
                ("divisor", "H"))
 INFO_FORMAT = "<" + "".join(f for _, f in INFO_FIELDS)
 INFO_BYTES = struct.calcsize(INFO_FORMAT)
-FLAG_HWC, FLAG_RESIZE, FLAG_CROP = 1, 2, 4
+FLAG_HWC, FLAG_RESIZE, FLAG_CROP, FLAG_JPEG = 1, 2, 4, 8
 
 
 @dataclass(frozen=True)
@@ -156,7 +169,8 @@ class Info:
     def expected_flags(spec: PipelineSpec) -> int:
         return ((FLAG_HWC if spec.output.layout == "HWC" else 0)
                 | (FLAG_RESIZE if spec.resize is not None else 0)
-                | (FLAG_CROP if spec.crop is not None else 0))
+                | (FLAG_CROP if spec.crop is not None else 0)
+                | (FLAG_JPEG if spec.jpeg_decoder else 0))
 
 
 def info_bytes(spec: PipelineSpec, window: int, divisor: int) -> bytes:

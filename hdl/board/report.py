@@ -33,7 +33,9 @@ RESOURCES = (
 #: Hierarchy names of the board top (Amaranth submodule names), to tell a cell's module.
 _MODULES = {"board", "core", "link", "hresample", "vresample", "layout", "normalize", "convert",
             "crop", "rx_fifo", "out_fifo", "uart_rx", "uart_tx", "sync_rx", "unbuffered",
-            "reset_sync", "pll"}
+            "reset_sync", "pll", "jpeg", "parser", "entropy", "idct", "raster", "bfifo", "ws",
+            "table", "qmem", "syms", "lane0", "lane1", "lane2", "coef0", "coef1", "coef2",
+            "coef3", "ymem", "cbmem", "crmem"}
 
 
 def _module_of(cell: str) -> str:
@@ -69,6 +71,37 @@ def _lut_breakdown(tim: str) -> dict:
     return out
 
 
+def _log_utilization(tim: str) -> dict:
+    """nextpnr's 'Device utilisation' block: {bel: {used, available}} (also when placement
+    failed, e.g. a design that does not fit)."""
+    out = {}
+    block = tim.split("Device utilisation:", 1)
+    if len(block) < 2:
+        return out
+    for line in block[1].splitlines()[1:]:
+        m = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)", line)
+        if not m:
+            break
+        out[m.group(1)] = {"used": int(m.group(2)), "available": int(m.group(3))}
+    return out
+
+
+def ebr_by_memory(netlist: Path) -> list:
+    """Block RAMs per memory of the design, largest first, from the synthesized netlist."""
+    if not netlist.exists():
+        return []
+    design = json.loads(netlist.read_text())
+    counts: dict[str, int] = {}
+    for mod in design.get("modules", {}).values():
+        for cname, cell in mod.get("cells", {}).items():
+            if cell.get("type") != "DP16KD":
+                continue
+            mem = re.sub(r"(\.\d+)+$", "", cname)
+            mem = re.sub(r"^board\.", "", mem)
+            counts[mem] = counts.get(mem, 0) + 1
+    return [{"memory": k, "ebr": v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+
+
 def _clock_label(net: str) -> str:
     n = net.replace("$glbnet$", "")
     if n.endswith("core.clk") or "pll" in n:
@@ -96,7 +129,7 @@ def _summarize_path(cp: dict) -> dict:
     for s in segs:
         for src in s.get("sources", []):
             path = src.split(":")[0]
-            if path.startswith(str(REPO)):
+            if path.startswith(str(REPO)) and "site-packages" not in path:
                 rel = str(Path(src).relative_to(REPO)) if ":" not in src else \
                     str(Path(path).relative_to(REPO)) + src[len(path):]
                 rel = re.sub(r"(:\d+)(\.\d+-\d+\.\d+)$", r"\1", rel)
@@ -138,24 +171,28 @@ def _summarize_path(cp: dict) -> dict:
     }
 
 
-def link_bytes_per_image(spec: PipelineSpec, w: int, h: int, cfg_words: int) -> dict:
-    """Bytes on the UART each way for one image (request frame in; data frames + status out)."""
+def link_bytes_per_image(spec: PipelineSpec, w: int, h: int, cfg_words: int,
+                         jpeg_bytes: int | None = None) -> dict:
+    """Bytes on the UART each way for one image (request frame in: RGB pixels, or the JPEG
+    file for the on-chip decoder; data frames + status out)."""
     g = spec.output_geometry(w, h)
     beats = g.out_w * g.out_h
     beat_bytes = 3 * spec.output.element_bits // 8
-    n_in = HEADER_BYTES + 4 * cfg_words + 3 * w * h
+    n_in = HEADER_BYTES + 4 * cfg_words + (jpeg_bytes if jpeg_bytes else 3 * w * h)
     n_out = beats * beat_bytes + 3 * -(-beats // 255) + 7 + 3 * -(-n_in // CREDIT_UNIT // 255)
     return {"to_board": n_in, "from_board": n_out}
 
 
 def build_report(spec: PipelineSpec, board: str, build_dir: Path, name: str, *,
                  target_hz: float, baud: int, cycles: dict, cycles_source: str,
-                 build_seconds: float | None, seed: int, device: str) -> dict:
+                 build_seconds: float | None, seed: int, device: str,
+                 error: str | None = None) -> dict:
     build_dir = Path(build_dir)
-    npr = json.loads((build_dir / f"{name}.report.json").read_text())
+    npr_path = build_dir / f"{name}.report.json"
+    npr = json.loads(npr_path.read_text()) if npr_path.exists() and not error else {}
     tim_path = build_dir / f"{name}.tim"
-    tim = tim_path.read_text() if tim_path.exists() else ""
-    util = npr.get("utilization", {})
+    tim = tim_path.read_text(errors="replace") if tim_path.exists() else ""
+    util = npr.get("utilization") or _log_utilization(tim)
     resources = []
     for label, bel, unit in RESOURCES:
         u = util.get(bel)
@@ -176,7 +213,8 @@ def build_report(spec: PipelineSpec, board: str, build_dir: Path, name: str, *,
                         "margin_percent": round(100.0 * (fmax - constraint) / constraint, 1),
                         "met": fmax >= constraint})
     paths = [_summarize_path(cp) for cp in npr.get("critical_paths", [])]
-    met = all(d["met"] for d in domains) and bool(domains)
+    fits = error is None and all(u["used"] <= u["available"] for u in util.values())
+    met = fits and all(d["met"] for d in domains) and bool(domains)
     fmax_sync = min((d["fmax_mhz"] for d in domains), default=None)
     run_mhz = target_mhz if met else fmax_sync
     bytes_per_s = baud / 10.0
@@ -184,14 +222,15 @@ def build_report(spec: PipelineSpec, board: str, build_dir: Path, name: str, *,
     for key, c in cycles.items():
         w, h = c["width"], c["height"]
         cyc = c["cycles"]
-        lb = link_bytes_per_image(spec, w, h, c.get("cfg_words", 0))
+        lb = link_bytes_per_image(spec, w, h, c.get("cfg_words", 0), c.get("jpeg_bytes"))
         link_s = max(lb["to_board"], lb["from_board"]) / bytes_per_s
         throughput.append({
             "image": key, "pixels": w * h, "core_cycles": cyc,
             "cycles_per_pixel": c["cycles_per_pixel"],
-            "images_per_s_at_fmax": round(fmax_sync * 1e6 / cyc, 2) if fmax_sync else None,
+            "images_per_s_at_fmax": round(fmax_sync * 1e6 / cyc, 2) if fits and fmax_sync
+            else None,
             "images_per_s_at_target": round(target_hz / cyc, 2),
-            "megapixels_per_s_at_fmax": round(fmax_sync * w * h / cyc, 2) if fmax_sync
+            "megapixels_per_s_at_fmax": round(fmax_sync * w * h / cyc, 2) if fits and fmax_sync
             else None,
             "link_bytes": lb, "images_per_s_uart_link": round(1.0 / link_s, 3),
         })
@@ -202,17 +241,25 @@ def build_report(spec: PipelineSpec, board: str, build_dir: Path, name: str, *,
         "spec_id": f"{spec_id(spec):08x}",
         "clock": {"oscillator_mhz": 25.0, "target_mhz": target_mhz,
                   "uart_baud": baud, "uart_divisor": round(target_hz / baud)},
+        "fits": fits, "error": error,
         "utilization": resources,
         "lut4_breakdown": _lut_breakdown(tim),
+        "ebr_by_memory": ebr_by_memory(build_dir / f"{name}.json"),
         "timing": {"met": met, "domains": domains, "critical_paths": paths,
                    "note": "clk25 (the 25 MHz oscillator) only feeds the PLL; every register "
                            "is in the PLL's output domain 'sync'"},
-        "throughput": {"cycles_source": cycles_source, "clock_mhz_used": run_mhz,
+        "throughput": {"cycles_source": cycles_source,
+                       "clock_mhz_used": run_mhz if fits else None,
                        "rows": throughput,
-                       "note": "core rate: the preprocessing core fed decoded RGB pixels as fast "
-                               "as it takes them (JPEG decoding on the host for now); UART "
-                               f"link rate: {baud} baud 8N1 carries the RGB pixels in and the "
-                               "tensor out, full duplex"},
+                       "note": (("core rate: JPEG bytes into the on-chip decoder as fast as "
+                                 "it takes them; UART link rate: "
+                                 f"{baud} baud 8N1 carries the JPEG file in and the tensor out")
+                                if spec.jpeg_decoder else
+                                ("core rate: the core fed decoded RGB pixels as fast as it takes "
+                                 "them (the host decodes: this build has no JPEG decoder); UART "
+                                 f"link rate: {baud} baud 8N1 carries the RGB pixels in and the "
+                                 "tensor out"))
+                               + ", full duplex, 10 bits per byte"},
         "build": {"seconds": round(build_seconds, 1) if build_seconds else None, "seed": seed,
                   "tools": _tool_versions(), "bitstream": str(p.relative_to(REPO))
                   if p.is_absolute() and str(p).startswith(str(REPO)) else str(p),
@@ -239,7 +286,10 @@ def render_markdown(r: dict, fix_notes: str | None = None) -> str:
              f"(spec id `{r['spec_id']}`) |")
     L.append(f"| Clock | {r['clock']['target_mhz']:g} MHz target: PLL from the "
              f"{r['clock']['oscillator_mhz']:g} MHz oscillator |")
-    if d0:
+    if not r["fits"]:
+        L.append(f"| Fit | **does not fit**: {r['error'] or 'over capacity'} |")
+        L.append("| Timing | not analysed (placement needs a design that fits) |")
+    elif d0:
         rel = "above" if d0["margin_percent"] >= 0 else "short of"
         L.append(f"| Timing | {status}: Fmax {d0['fmax_mhz']:.2f} MHz, "
                  f"{abs(d0['margin_percent']):.1f}% {rel} {d0['target_mhz']:g} MHz "
@@ -261,10 +311,24 @@ def render_markdown(r: dict, fix_notes: str | None = None) -> str:
         L.append(f"LUT4s before packing: {_fmt_int(lb.get('total'))} = "
                  f"{_fmt_int(lb.get('logic'))} logic + {_fmt_int(lb.get('carry'))} carry + "
                  f"{_fmt_int(lb.get('ram', 0))} distributed RAM (nextpnr).")
+    ebr = r.get("ebr_by_memory") or []
+    if ebr:
+        L.append("")
+        L.append("Block RAM by memory (synthesized netlist; a memory with several read ports is "
+                 "replicated per port):\n")
+        L.append("| Memory | EBR |")
+        L.append("|---|---:|")
+        for e in ebr[:12]:
+            L.append(f"| `{e['memory']}` | {e['ebr']} |")
+        if len(ebr) > 12:
+            L.append(f"| ({len(ebr) - 12} more) | {sum(e['ebr'] for e in ebr[12:])} |")
     L.append("")
     L.append("## Timing\n")
-    L.append("| Clock domain | Net | Target | Fmax | Slack | Margin | |")
-    L.append("|---|---|---:|---:|---:|---:|---|")
+    if not r["fits"]:
+        L.append("Not analysed: nextpnr stops at placement when the design does not fit.\n")
+    if t["domains"]:
+        L.append("| Clock domain | Net | Target | Fmax | Slack | Margin | |")
+        L.append("|---|---|---:|---:|---:|---:|---|")
     for d in t["domains"]:
         L.append(f"| {d['clock']} | `{d['net']}` | {d['target_mhz']:g} MHz | "
                  f"{d['fmax_mhz']:.2f} MHz | {d['slack_ns']:+.2f} ns | "
@@ -295,35 +359,55 @@ def render_markdown(r: dict, fix_notes: str | None = None) -> str:
     th = r["throughput"]
     L.append("## Throughput\n")
     clk = th["clock_mhz_used"]
-    L.append("| Image | Core cycles / image | Cycles / pixel | Images/s at Fmax "
-             f"({d0['fmax_mhz']:.1f} MHz) | Images/s at {r['clock']['target_mhz']:g} MHz | "
-             "Images/s over the UART link |" if d0 else "| Image | ... |")
+    fmax_col = f"Images/s at Fmax ({d0['fmax_mhz']:.1f} MHz)" if d0 and r["fits"] \
+        else "Images/s at Fmax"
+    L.append(f"| Image | Core cycles / image | Cycles / pixel | {fmax_col} | Images/s at "
+             f"{r['clock']['target_mhz']:g} MHz | Images/s over the UART link |")
     L.append("|---|---:|---:|---:|---:|---:|")
+
+    def num(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
     for row in th["rows"]:
         L.append(f"| {row['image']} | {_fmt_int(row['core_cycles'])} | "
-                 f"{row['cycles_per_pixel']:.4f} | {row['images_per_s_at_fmax']:.1f} | "
-                 f"{row['images_per_s_at_target']:.1f} | {row['images_per_s_uart_link']:.3f} |")
+                 f"{row['cycles_per_pixel']:.4f} | {num(row['images_per_s_at_fmax'], '.1f')} | "
+                 f"{row['images_per_s_at_target']:.1f} | "
+                 f"{num(row['images_per_s_uart_link'], '.3f')} |")
     L.append("")
-    L.append(f"Cycles: {th['cycles_source']}. {th['note']}. With timing "
-             f"{'met' if t['met'] else 'not met'}, the bitstream runs at "
-             f"{'the target' if t['met'] else 'no more than Fmax'} ({clk:.1f} MHz).\n")
+    if not r["fits"]:
+        tail = ("The design does not fit, so no clock applies; the column at "
+                f"{r['clock']['target_mhz']:g} MHz is what the core would do there.")
+    else:
+        tail = (f"With timing {'met' if t['met'] else 'not met'}, the bitstream runs at "
+                f"{'the target' if t['met'] else 'no more than Fmax'} ({clk:.1f} MHz).")
+    L.append(f"Cycles: {th['cycles_source']}. {th['note']}. {tail}\n")
     L.append("## Rebuild\n")
     L.append("```")
-    L.append(f"make bitstream            # or: preba bitstream --board {r['board']} "
-             f"--pipeline {r['pipeline']} --freq {r['clock']['target_mhz']:g}")
+    L.append(r.get("rebuild") or f"preba bitstream --board {r['board']} --pipeline "
+             f"{r['pipeline']} --freq {r['clock']['target_mhz']:g}")
     L.append("```")
     L.append(f"The bitstream (`{r['build']['bitstream']}`) is not committed; see "
              "`bitstreams/README.md`.")
+    if r.get("host_pipeline"):
+        L.append("")
+        L.append(f"The host must use the same pipeline (the board checks its spec id): "
+                 f"`preba preprocess --pipeline {r['host_pipeline']} --backend fpga --port "
+                 "/dev/ttyUSB0 ...`.")
     return "\n".join(L) + "\n"
 
 
 def write_reports(spec: PipelineSpec, board: str, build_dir: Path, name: str,
                   report_dir: Path, *, target_hz: float, baud: int, cycles: dict,
-                  cycles_source: str, build_seconds: float | None, seed: int) -> dict:
+                  cycles_source: str, build_seconds: float | None, seed: int,
+                  error: str | None = None, rebuild: str | None = None) -> dict:
     device = {"ulx3s-85f": "LFE5U-85F-6BG381C (ULX3S v3, 85F)"}.get(board, board)
     r = build_report(spec, board, build_dir, name, target_hz=target_hz, baud=baud,
                      cycles=cycles, cycles_source=cycles_source, build_seconds=build_seconds,
-                     seed=seed, device=device)
+                     seed=seed, device=device, error=error)
+    r["rebuild"] = rebuild
+    if (report_dir / "pipeline.toml").exists() and rebuild and (
+            "--max-size" in rebuild or "--no-jpeg-decoder" in rebuild):
+        r["host_pipeline"] = str((Path(report_dir) / "pipeline.toml").resolve().relative_to(REPO)) \
+            if str(Path(report_dir).resolve()).startswith(str(REPO)) else "pipeline.toml"
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     notes_file = report_dir / "notes.md"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ LINK_TIMEOUT_S = 0.25             # a request that stops arriving for this long 
 
 
 class LinkedCore(wiring.Component):
-    """UART pins <-> host link <-> preprocessing core (see :mod:`hdl.board.link`)."""
+    """UART pins <-> host link <-> preprocessing core (see :mod:`hdl.board.link`); with the
+    spec's JPEG decoder, 'J' requests feed the core's ``jpg`` input."""
 
     def __init__(self, spec: PipelineSpec, *, divisor: int, timeout_cycles: int,
                  window: int = DEFAULT_WINDOW, out_depth: int = DEFAULT_OUT_DEPTH):
@@ -67,6 +69,8 @@ class LinkedCore(wiring.Component):
         wiring.connect(m, link.tx, tx.i)
         wiring.connect(m, link.cfg, core.cfg)
         wiring.connect(m, link.pix, core.pix)
+        if self.spec.jpeg_decoder:
+            wiring.connect(m, link.jpg, core.jpg)
         wiring.connect(m, core.out, link.out)
         wiring.connect(m, core.status, link.status)
         return m
@@ -241,8 +245,26 @@ def build_bitstream(spec: PipelineSpec, board: str, build_dir: Path, *,
         top, name=name, build_dir=str(build_dir), do_build=False,
         nextpnr_opts=f"--seed {seed} --timing-allow-fail --report {name}.report.json "
                      "--detailed-timing-report")
-    plan.execute_local(str(build_dir))
+    for stale in (f"{name}.bit", f"{name}.report.json", f"{name}.tim"):
+        (build_dir / stale).unlink(missing_ok=True)
+    error = None
+    try:
+        plan.execute_local(str(build_dir))
+    except subprocess.CalledProcessError as e:
+        error = _tool_error(build_dir, name) or f"build script failed ({e.returncode})"
     seconds = time.monotonic() - t0
     return {"name": name, "build_dir": build_dir, "bit": build_dir / f"{name}.bit",
             "nextpnr_report": build_dir / f"{name}.report.json",
-            "nextpnr_log": build_dir / f"{name}.tim", "seconds": seconds, "top": top}
+            "nextpnr_log": build_dir / f"{name}.tim", "seconds": seconds, "top": top,
+            "error": error}
+
+
+def _tool_error(build_dir: Path, name: str) -> str | None:
+    """The first ERROR line of nextpnr's log, else of Yosys'."""
+    for log in (f"{name}.tim", f"{name}.rpt"):
+        p = build_dir / log
+        if p.exists():
+            for line in p.read_text(errors="replace").splitlines():
+                if line.startswith("ERROR"):
+                    return f"{log}: {line.strip()}"
+    return None
