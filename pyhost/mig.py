@@ -250,7 +250,7 @@ def format_plan(p: Plan) -> str:
 
 
 #: Numbers measured on the project's H100 80GB (torch 2.11, CUDA graphs, fp16) and recorded in
-#: /work/shared/TOOLCHAIN.md. There were no MIG instances on that machine: "mig:1g.10gb" is MPS
+#: shared/TOOLCHAIN.md. There were no MIG instances on that machine: "mig:1g.10gb" is MPS
 #: at 14% of the SMs with 7 processes replaying together (a stand-in for seven 1g slices), and
 #: its latency is the *effective* time per batch, 7 x batch / the 7 processes' total img/s
 #: (the per-batch GPU time recorded there was shorter, but that throughput was not reached).

@@ -14,7 +14,7 @@ from pyhost.preprocessing import backend_available
 from pyhost.profile import BatchStats, PartitionProfile, Profile, synthetic_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = Path("/work/shared/testimages")
+from conftest import SHARED_IMAGES as IMAGES  # noqa: E402
 
 
 def preba(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

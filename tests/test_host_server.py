@@ -23,7 +23,7 @@ from pyhost.profile import BatchStats, PartitionProfile, Profile, synthetic_prof
 from pyhost.server import DeadlineExceeded, Overloaded, WorkerFailed
 from pyhost.worker import forward_topk
 
-IMAGES = Path("/work/shared/testimages")
+from conftest import SHARED_IMAGES as IMAGES  # noqa: E402
 ORIG, INT = IMAGES / "testorig.jpg", IMAGES / "testimgint.jpg"
 PARTS = cpu_partitions(2)
 KEY = PARTS[0].profile_key

@@ -93,9 +93,8 @@ def check(h: Harness, files: list[bytes], backpressure=0.0, seed=1, pixels=True)
 
 def test_shared_images(dec):
     names = ["testorig.jpg", "testimgint.jpg", "testimgari.jpg", "monkey12.jpg"]
-    if not all((SHARED / n).exists() for n in names):
-        pytest.skip(f"{SHARED} not present")
-    files = [(SHARED / n).read_bytes() for n in names]
+    from conftest import shared_image
+    files = [shared_image(n).read_bytes() for n in names]
     _, got = check(dec, files)
     assert [g[0] for g in got] == [0, 0, S.UNSUPPORTED_ARITHMETIC, S.UNSUPPORTED_PRECISION]
 

@@ -31,7 +31,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from pyhost.kserve.launcher import (REPO, ServeProcess, reference_predictions,  # noqa: E402
                                     same_prediction)
 
-IMAGES = Path("/work/shared/testimages")
+from conftest import SHARED_IMAGES as IMAGES  # noqa: E402
 ORIG = (IMAGES / "testorig.jpg").read_bytes()
 INT = (IMAGES / "testimgint.jpg").read_bytes()
 MODEL = "efficientnet-lite0"

@@ -23,7 +23,7 @@ from pyhost.kserve.codec import (BadImage, BodyTooLarge, InferResponse, InvalidR
 from pyhost.kserve.grpc import encode_grpc_response, parse_grpc_request
 from pyhost.kserve.launcher import same_prediction
 
-IMAGES = Path("/work/shared/testimages")
+from conftest import SHARED_IMAGES as IMAGES  # noqa: E402
 ORIG = (IMAGES / "testorig.jpg").read_bytes()
 SCHEMA = ModelSchema("m", "1", 5, False, 8192, 8192, 100)
 
