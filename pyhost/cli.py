@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hdl.spec import PRESETS, SpecError, load_pipeline
 
-#: Modules that add subcommands; a module that is not there yet is skipped.
+#: Modules that add subcommands (each exports ``add_commands(subparsers)``).
 COMMAND_MODULES = ("pyhost.serving_cli", "pyhost.serve_cli", "pyhost.board_cli")
 
 
@@ -128,13 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=cmd_preprocess)
 
     for mod in COMMAND_MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        m.add_commands(sub)
+        importlib.import_module(mod).add_commands(sub)
     return p
 
 

@@ -27,7 +27,7 @@ import tritonclient.http as thttp  # noqa: E402
 
 from pyhost.kserve.launcher import ServeProcess, reference_predictions, same_prediction  # noqa
 
-IMAGES = Path("/work/shared/testimages")
+from conftest import SHARED_IMAGES as IMAGES  # noqa: E402
 MODEL = "efficientnet-lite0"
 N_REQUESTS = int(os.environ.get("PREBA_SERVE_LOAD_REQUESTS", "2000"))
 N_CLIENTS = 32

@@ -24,7 +24,9 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from pyhost.kserve.launcher import ServeProcess  # noqa: E402
 
-ORIG = Path("/work/shared/testimages/testorig.jpg").read_bytes()
+from conftest import shared_image  # noqa: E402
+
+ORIG = shared_image("testorig.jpg").read_bytes()
 MODEL = "efficientnet-lite0"
 BURST = 48
 

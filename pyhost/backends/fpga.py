@@ -177,11 +177,7 @@ class BoardLink:
         last_heard = time.monotonic()
         try:
             while True:
-                if sent < len(frame) and self.credit > 0:
-                    n = min(self.credit, len(frame) - sent)
-                    self.ser.write(frame[sent:sent + n])
-                    sent += n
-                    self.credit -= n
+                sent = self._send_within_credit(frame, sent)
                 got = self._read()
                 if got:
                     last_heard = time.monotonic()
@@ -224,14 +220,20 @@ class BoardLink:
                 stray = True
         return stray
 
+    def _send_within_credit(self, frame: bytes, sent: int) -> int:
+        """Send as much of the rest of ``frame`` as the board's credit allows; returns the new
+        count of bytes sent."""
+        if sent < len(frame) and self.credit > 0:
+            n = min(self.credit, len(frame) - sent)
+            self.ser.write(frame[sent:sent + n])
+            sent += n
+            self.credit -= n
+        return sent
+
     def _finish_frame(self, frame: bytes, sent: int) -> None:
         last_heard = time.monotonic()
         while sent < len(frame):
-            if self.credit > 0:
-                n = min(self.credit, len(frame) - sent)
-                self.ser.write(frame[sent:sent + n])
-                sent += n
-                self.credit -= n
+            sent = self._send_within_credit(frame, sent)
             got = self._read()
             if got:
                 last_heard = time.monotonic()
