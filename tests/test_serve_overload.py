@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
