@@ -11,7 +11,9 @@ word 0  ``in_w[15:0]``, ``in_h[31:16]``
 word 1  ``out_w[15:0]``, ``out_h[31:16]``      (tensor size, after resize and crop)
 word 2  ``h_steps[15:0]``, ``v_steps[31:16]``  (schedule lengths; 0 without resize)
 word 3  ``h_mode[0]``, ``v_mode[1]``            (0 scatter/downscale, 1 gather/upscale),
-        ``src_jpeg[2]``                          (pixels come from the JPEG decoder's ``jpg`` input)
+        ``src_jpeg[2]``                          (pixels come from the JPEG decoder's ``jpg`` input),
+        ``jpeg_scale[4:3]``                      (decode at 1/2**jpeg_scale with scaled IDCTs;
+                                                 ``in_w``/``in_h`` are then the decoded size)
 word 4  ``crop_x[15:0]``, ``crop_y[31:16]``    (crop window origin, when there is no resize)
 word 5  ``out_base``                           (element offset of this tensor in the output buffer)
 then    ``h_steps`` steps, then ``v_steps`` steps, each STEP_WORDS words (see resample.STEP_FIELDS)
@@ -74,14 +76,15 @@ class Job:
 
 
 def _header(in_w, in_h, out_w, out_h, h_steps, v_steps, h_mode, v_mode, crop_x, crop_y,
-            out_base, src_jpeg=False) -> np.ndarray:
+            out_base, src_jpeg=False, denom=1) -> np.ndarray:
     for name, v in (("in_w", in_w), ("in_h", in_h), ("out_w", out_w), ("out_h", out_h),
                     ("h_steps", h_steps), ("v_steps", v_steps), ("crop_x", crop_x),
                     ("crop_y", crop_y)):
         if not 0 <= v <= 0xFFFF:
             raise JobError(f"{name} = {v} does not fit the 16-bit header field")
     return np.array([in_w | in_h << 16, out_w | out_h << 16, h_steps | v_steps << 16,
-                     h_mode | v_mode << 1 | int(src_jpeg) << 2, crop_x | crop_y << 16,
+                     h_mode | v_mode << 1 | int(src_jpeg) << 2
+                     | (denom.bit_length() - 1) << 3, crop_x | crop_y << 16,
                      out_base & 0xFFFFFFFF],
                     np.uint32)
 
@@ -90,10 +93,12 @@ def build_job(spec: PipelineSpec, width: int, height: int, out_base: int = 0,
               jpeg: bool = False) -> Job:
     """The job for an image of ``width`` x ``height`` (raises ValueError if it cannot be done).
     ``jpeg``: the image comes as JPEG bytes on the ``jpg`` input (the spec must have the
-    decoder); else as pixels on ``pix``."""
+    decoder; with ``spec.dct_scaling`` it is decoded at the scale
+    :meth:`~hdl.spec.PipelineSpec.jpeg_scale_denom` picks); else as pixels on ``pix``."""
     if jpeg and not spec.jpeg_decoder:
         raise JobError(f"pipeline {spec.name!r} has no JPEG decoder (jpeg_decoder = false)")
-    g = spec.output_geometry(width, height)
+    denom = spec.jpeg_scale_denom(width, height) if jpeg else 1
+    g = spec.output_geometry(width, height, denom)
     if spec.resize is not None:
         try:
             hs = build_schedule(g.in_w, g.resized_w, g.crop_x, g.out_w)
@@ -102,7 +107,7 @@ def build_job(spec: PipelineSpec, width: int, height: int, out_base: int = 0,
             raise JobError(f"resize {g.in_w}x{g.in_h} -> {g.resized_w}x{g.resized_h} cannot be "
                            f"scheduled: {e}") from None
         head = _header(g.in_w, g.in_h, g.out_w, g.out_h, len(hs), len(vs), hs.mode, vs.mode,
-                       0, 0, out_base, jpeg)
+                       0, 0, out_base, jpeg, denom)
         words = np.concatenate([head, hs.pack(), vs.pack()])
     else:
         hs = vs = None

@@ -8,6 +8,7 @@ from a TOML file with the same fields::
     max_width = 8192
     max_height = 8192
     jpeg_decoder = true       # hardware JPEG decoder in front (a `jpg` byte input)
+    dct_scaling = false       # decode JPEGs at 1/2, 1/4, 1/8 when the resize still gets enough
 
     [resize]
     shorter_side = 256        # or: size = [W, H]
@@ -224,6 +225,11 @@ class PipelineSpec:
     max_output_width: int | None = None
     #: Put the hardware JPEG decoder in front of the pipeline (a ``jpg`` byte-stream input).
     jpeg_decoder: bool = True
+    #: DCT-domain downscaling: decode a JPEG at 1/2, 1/4 or 1/8 of its size with libjpeg's
+    #: scaled IDCTs whenever the decoded image still has at least as many pixels as the resize
+    #: produces in each direction (see :meth:`jpeg_scale_denom`). The RTL is the same either way
+    #: (the scale is a per-job field); it changes what the host asks for.
+    dct_scaling: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -256,6 +262,12 @@ class PipelineSpec:
             _check_dim("pipeline.max_output_width", self.max_output_width, hi=16384)
         if not isinstance(self.jpeg_decoder, bool):
             raise SpecError("pipeline.jpeg_decoder", self.jpeg_decoder, "must be true or false")
+        if not isinstance(self.dct_scaling, bool):
+            raise SpecError("pipeline.dct_scaling", self.dct_scaling, "must be true or false")
+        if self.dct_scaling and (self.resize is None or not self.jpeg_decoder):
+            raise SpecError("pipeline.dct_scaling", self.dct_scaling,
+                            "needs a [resize] section and jpeg_decoder = true (scaled decoding "
+                            "only replaces part of a downscale)")
         # The fixed-point normalize stage must be able to represent this spec's constants.
         from .fixedpoint import normalize_constants
         normalize_constants(self)
@@ -269,14 +281,33 @@ class PipelineSpec:
             return self.resize.size[0]
         return self.max_output_width or self.max_width
 
-    def output_geometry(self, width: int, height: int) -> "Geometry":
+    def jpeg_scale_denom(self, width: int, height: int) -> int:
+        """The DCT scaling denominator (1, 2, 4 or 8) for a ``width`` x ``height`` JPEG: the
+        largest whose decoded size ``ceil(W/d) x ceil(H/d)`` is still at least the resized size
+        in both directions, so the resize never gets fewer pixels than it needs. 1 without
+        ``dct_scaling``."""
+        if not self.dct_scaling or self.resize is None:
+            return 1
+        rw, rh = self.resize.output_size(width, height)
+        for d in (8, 4, 2):
+            if -(-width // d) >= rw and -(-height // d) >= rh:
+                return d
+        return 1
+
+    def output_geometry(self, width: int, height: int, denom: int = 1) -> "Geometry":
         """Where an input of ``width`` x ``height`` goes: resized size, crop window, tensor size.
 
-        Raises ValueError (with a message fit for a user) when the image cannot be processed.
+        ``denom``: the image reaches the resize decoded at 1/denom (DCT scaling); the resized
+        size is still computed from the full ``width`` x ``height``, so the tensor is the same
+        shape either way. Raises ValueError (with a message fit for a user) when the image
+        cannot be processed.
         """
         if not (1 <= width <= self.max_width and 1 <= height <= self.max_height):
             raise ValueError(f"image size {width}x{height} is outside this pipeline's supported "
                              f"range 1x1 to {self.max_width}x{self.max_height}")
+        if denom not in (1, 2, 4, 8) or (denom > 1 and self.resize is None):
+            raise ValueError(f"decode scale 1/{denom}: must be 1, 1/2, 1/4 or 1/8, and below 1 "
+                             f"only with a resize")
         rw, rh = self.resize.output_size(width, height) if self.resize else (width, height)
         if self.crop is not None:
             win = self.crop.window(rw, rh)
@@ -290,7 +321,7 @@ class PipelineSpec:
                              f"{self.out_width_limit}")
         if rw > 1 << 24 or rh > 1 << 24:
             raise ValueError(f"resized size {rw}x{rh} is too large")
-        return Geometry(width, height, rw, rh, *win)
+        return Geometry(-(-width // denom), -(-height // denom), rw, rh, *win, denom)
 
     def output_shape(self, out_w: int, out_h: int) -> tuple[int, int, int]:
         return (3, out_h, out_w) if self.output.layout == "CHW" else (out_h, out_w, 3)
@@ -299,6 +330,8 @@ class PipelineSpec:
         d: dict[str, Any] = {"pipeline": {"name": self.name, "max_width": self.max_width,
                                           "max_height": self.max_height,
                                           "jpeg_decoder": self.jpeg_decoder}}
+        if self.dct_scaling:
+            d["pipeline"]["dct_scaling"] = True
         if self.max_output_width is not None:
             d["pipeline"]["max_output_width"] = self.max_output_width
         if self.resize:
@@ -320,7 +353,8 @@ class PipelineSpec:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Per-image geometry: input size, resized size, crop window (in resized coordinates)."""
+    """Per-image geometry: input size (as it enters the resize: decoded at 1/``denom``),
+    resized size, crop window (in resized coordinates)."""
     in_w: int
     in_h: int
     resized_w: int
@@ -329,6 +363,7 @@ class Geometry:
     crop_y: int
     out_w: int
     out_h: int
+    denom: int = 1
 
 
 PRESETS: dict[str, PipelineSpec] = {
@@ -381,7 +416,7 @@ def spec_from_dict(d: dict, default_name: str = "custom") -> PipelineSpec:
         return {k: _tuple(v) for k, v in s.items()}
 
     p = section("pipeline", ["name", "max_width", "max_height", "max_output_width",
-                             "jpeg_decoder"]) or {}
+                             "jpeg_decoder", "dct_scaling"]) or {}
     r = section("resize", ["shorter_side", "size", "filter"])
     c = section("crop", ["center", "box"])
     n = section("normalize", ["mean", "std"])
@@ -392,6 +427,7 @@ def spec_from_dict(d: dict, default_name: str = "custom") -> PipelineSpec:
         max_height=p.get("max_height", 8192),
         max_output_width=p.get("max_output_width"),
         jpeg_decoder=p.get("jpeg_decoder", True),
+        dct_scaling=p.get("dct_scaling", False),
         resize=ResizeSpec(**r) if r is not None else None,
         crop=CropSpec(**c) if c is not None else None,
         normalize=NormalizeSpec(**n) if n is not None else None,

@@ -118,6 +118,49 @@ def bench_jpeg_decoder(pipeline: str = "imagenet", w: int = 1024, h: int = 768) 
     return {"pipeline": pipeline, "rows": rows}
 
 
+def bench_dct_scaling(pipeline: str = "imagenet") -> dict:
+    """DCT-domain downscaling: clocks per file pixel with and without it (same JPEG, same core,
+    one simulation each), bit-exactness against the golden model, and the tensor's distance from
+    the full-decode ``pillow`` backend, in uint8 steps of the input (|diff| * std * 255)."""
+    import io
+    from dataclasses import replace
+    from PIL import Image
+    from .accelerator import Accelerator
+    from .backends.rtl import RtlBackend
+    from hdl.golden.pipeline import run_golden_jpeg
+    from hdl.spec import load_pipeline
+    full = load_pipeline(pipeline)
+    scaled = replace(full, dct_scaling=True)
+    rtl_full, rtl_scaled = RtlBackend(full), RtlBackend(scaled)
+    pillow = Accelerator(full, backend="pillow")
+    std = np.asarray(full.normalize.std).reshape(3, 1, 1) if full.normalize else 1.0
+    rows = []
+    for (w, h), q in (((1024, 768), 75), ((1024, 768), 90), ((1920, 1080), 75),
+                      ((1920, 1080), 90), ((4032, 3024), 85)):
+        buf = io.BytesIO()
+        Image.fromarray(photo_like(w, h, 5)).save(buf, "JPEG", quality=q, subsampling=2)
+        data = buf.getvalue()
+        a = rtl_full.run_stream([data], ["full"])[0]
+        b = rtl_scaled.run_stream([data], ["scaled"])[0]
+        ref = pillow.preprocess(data).astype(np.float64)
+        steps_full = np.abs(a.tensor.astype(np.float64) - ref) * std * 255
+        steps = np.abs(b.tensor.astype(np.float64) - ref) * std * 255
+        rows.append({
+            "size": f"{w}x{h}", "quality": q, "scale": b.extra["decode_scale"],
+            "cycles_full": a.extra["feed_cycles"], "cycles_scaled": b.extra["feed_cycles"],
+            "cycles_per_pixel_full": a.extra["feed_cycles"] / (w * h),
+            "cycles_per_pixel_scaled": b.extra["feed_cycles"] / (w * h),
+            "speedup": a.extra["feed_cycles"] / b.extra["feed_cycles"],
+            "bit_exact_vs_golden": b.tensor.tobytes() == run_golden_jpeg(scaled, data).tobytes(),
+            "full_vs_pillow_mean_steps": float(steps_full.mean()),
+            "scaled_vs_pillow_mean_steps": float(steps.mean()),
+            "scaled_vs_pillow_p99_steps": float(np.percentile(steps, 99)),
+            "scaled_vs_pillow_max_steps": float(steps.max()),
+            "scaled_within_1_step": float((steps <= 1.0 + 1e-9).mean()),
+        })
+    return {"pipeline": pipeline, "subsampling": "4:2:0", "rows": rows}
+
+
 def bench_cpu_preprocess(pipeline: str = "imagenet", n: int = 20) -> dict:
     """Images per second of the pillow and golden backends on this CPU, one core, same images."""
     import io
@@ -167,6 +210,18 @@ def main() -> int:
     table(jd["rows"], [("mode", "mode", ""), ("quality", "quality", "d"), ("bytes", "bytes", "d"),
                        ("cycles_per_pixel", "cyc/px", ".3f"),
                        ("bit_exact_vs_golden", "bit-exact", "")])
+
+    print("\n== DCT-domain downscaling (4:2:0 JPEGs, imagenet): clocks per file pixel ==")
+    ds = bench_dct_scaling()
+    print(f"wrote {write('dct_scaling', ds)}")
+    table(ds["rows"], [("size", "size", ""), ("quality", "quality", "d"), ("scale", "scale", ""),
+                       ("cycles_per_pixel_full", "cyc/px full", ".3f"),
+                       ("cycles_per_pixel_scaled", "cyc/px scaled", ".3f"),
+                       ("speedup", "speedup", ".2f"),
+                       ("scaled_vs_pillow_mean_steps", "mean steps", ".2f"),
+                       ("scaled_vs_pillow_p99_steps", "p99 steps", ".1f"),
+                       ("bit_exact_vs_golden", "bit-exact", "")])
+    print("(steps: |tensor - full-decode pillow backend| in uint8 steps of the input)")
 
     print("\n== CPU preprocessing (one core) ==")
     cpu = bench_cpu_preprocess()

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from hdl.spec import PRESETS, SpecError, load_pipeline
@@ -56,7 +57,14 @@ def cmd_preprocess(args) -> int:
     if args.backend != "rtl" and (args.trace or args.trace_window):
         print("preba preprocess: --trace needs --backend rtl", file=sys.stderr)
         return 2
-    acc = Accelerator(args.pipeline, backend=args.backend, **options)
+    spec = load_pipeline(args.pipeline)
+    if args.dct_scaling:
+        try:
+            spec = replace(spec, dct_scaling=True)
+        except SpecError as e:
+            print(f"preba preprocess: --dct-scaling: {e}", file=sys.stderr)
+            return 2
+    acc = Accelerator(spec, backend=args.backend, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = acc.run_many(args.images, jobs=args.jobs, progress=sys.stderr.isatty())
@@ -113,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rtl: simulated RTL (Verilator); golden: numpy model bit-exact with "
                          "the RTL; pillow: the CPU software pipeline; fpga: a board (or the "
                          "simulated board) over a serial port (default: golden)")
+    pp.add_argument("--dct-scaling", action="store_true",
+                    help="decode JPEGs at 1/2, 1/4 or 1/8 scale (scaled IDCTs) when the resize "
+                         "still gets at least the pixels it needs (rtl, golden and fpga "
+                         "backends; the pillow backend always decodes at full size)")
     pp.add_argument("--port", metavar="DEVICE", help="fpga backend: the board's serial port")
     pp.add_argument("--out", required=True, metavar="DIR")
     pp.add_argument("-j", "--jobs", type=int, default=1, metavar="N",

@@ -82,6 +82,10 @@ class PreprocessCore(wiring.Component):
         h_steps, v_steps = hdr[2][:16], hdr[2][16:]
         h_mode, v_mode = hdr[3][0], hdr[3][1]
         src_jpeg = hdr[3][2] if spec.jpeg_decoder else Const(0, 1)   # pixels from the JPEG decoder
+        jpeg_scale = hdr[3][3:5]        # log2 of the DCT scaling denominator
+        jpg_open = Signal()             # the jpg input flows into the decoder
+        files_owed = Signal(3)          # JPEG jobs started whose file's last byte is not in yet
+        jpeg_job_start = Signal()
         crop_x, crop_y = hdr[4][:16], hdr[4][16:]
         out_base = hdr[5]
 
@@ -218,7 +222,19 @@ class PreprocessCore(wiring.Component):
             # Not reset between jobs: the decoder keeps itself in step with its input, one
             # status beat per JPEG file.
             m.submodules.jpeg = dec = JpegDecoder(spec.max_width, spec.max_height)
-            wiring.connect(m, wiring.flipped(self.jpg), dec.i)
+            # A file's bytes reach the decoder only once its job has started (one file per
+            # JPEG job, counted by ``files_owed``; the decoder reads ahead of the image it
+            # decodes), so the decoder samples that job's scale with the file's first byte.
+            # Bytes an aborted file left behind still flow (the decoder drains them) while the
+            # next job runs.
+            jpg_fire = self.jpg.valid & self.jpg.ready
+            m.d.sync += files_owed.eq(files_owed + jpeg_job_start
+                                      - (jpg_fire & self.jpg.payload.last))
+            m.d.comb += [jpg_open.eq(files_owed != 0),
+                         dec.i.valid.eq(self.jpg.valid & jpg_open),
+                         self.jpg.ready.eq(dec.i.ready & jpg_open),
+                         dec.i.payload.eq(self.jpg.payload),
+                         dec.scale.eq(jpeg_scale)]
             m.d.comb += [dec.status.ready.eq(dec_status_ready),
                          dec_status_fire.eq(dec.status.valid & dec.status.ready)]
             dec_code = dec.status.payload.code
@@ -268,6 +284,7 @@ class PreprocessCore(wiring.Component):
                 else:
                     bad_dims = (bad_dims | (crop_x + out_w > in_w) | (crop_y + out_h > in_h))
                     bad_table = 0
+                m.d.comb += jpeg_job_start.eq(src_jpeg)
                 m.d.sync += [px.eq(0), py.eq(0), in_done.eq(0), out_done.eq(0), dec_done.eq(0),
                              draining.eq(0), long_frame.eq(0), watchdog.eq(0),
                              feed_cycles.eq(0), run_cycles.eq(0)]

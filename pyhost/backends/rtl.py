@@ -107,6 +107,8 @@ class RtlBackend:
             start, prev = stop, int(status_cycles[k])
             extra = {"pixels": pixels[k], "cfg_words": int(len(job.words)),
                      "hw_input": "jpeg" if len(jpg[k]) else "pixels",
+                     "decode_scale": f"1/{job.geometry.denom}",
+                     "decoded_pixels": job.geometry.in_w * job.geometry.in_h,
                      "feed_cycles": int(feed[k]),
                      "cycles_per_pixel": int(feed[k]) / pixels[k],
                      "cycles_per_pixel_with_tables": cycles / pixels[k],

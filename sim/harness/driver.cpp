@@ -9,6 +9,10 @@
 //   clk=1; eval()                                                              (the rising edge)
 // Trace times: 10*cycle for the low phase, 10*cycle+5 for the rising edge (1 ns units).
 //
+// Sideband inputs (plain input signals beside an input stream k): driven with value n while
+// stream k offers or awaits its beat n (the last value after its final beat), changed only in the
+// drive phase, so a beat's handshake always sees its own value.
+//
 // Backpressure (seeded xorshift64*): an input that is not already offering a beat withholds
 // valid with probability p_in this cycle; once valid is up it stays up until the beat is taken
 // (the stream protocol forbids dropping valid). Each output's ready is low with probability p_out.
@@ -29,7 +33,7 @@ typedef VerilatedVcdC PrebaTrace;
 typedef VerilatedFstC PrebaTrace;
 #endif
 
-#define PREBA_ABI 1
+#define PREBA_ABI 2
 
 namespace {
 
@@ -41,6 +45,12 @@ struct InPort {
     uint64_t done_cycle = ~0ull;  // cycle of the last accepted beat
 };
 
+struct SbPort {
+    const uint32_t* buf = nullptr;
+    uint64_t n = 0;
+    uint64_t cur = ~0ull;      // index of the value driven now
+};
+
 struct OutPort {
     std::vector<uint32_t> words;
     std::vector<uint64_t> cycles;
@@ -48,12 +58,14 @@ struct OutPort {
 
 constexpr int kIn = N_IN > 0 ? N_IN : 1;
 constexpr int kOut = N_OUT > 0 ? N_OUT : 1;
+constexpr int kSb = N_SB > 0 ? N_SB : 1;
 
 struct Sim {
     VerilatedContext* ctx = nullptr;
     Top* top = nullptr;
     InPort in[kIn];
     OutPort out[kOut];
+    SbPort sb[kSb];
     uint64_t cycle = 0;
     uint64_t rng = 0;
     uint64_t th_in = 0, th_out = 0;  // withhold when (rand >> 32) < th
@@ -99,6 +111,8 @@ extern "C" {
 int preba_abi(void) { return PREBA_ABI; }
 int preba_n_in(void) { return N_IN; }
 int preba_n_out(void) { return N_OUT; }
+int preba_n_sb(void) { return N_SB; }
+const char* preba_sb_name(int k) { return SB_NAMES[k]; }
 const char* preba_in_name(int k) { return IN_NAMES[k]; }
 const char* preba_out_name(int k) { return OUT_NAMES[k]; }
 int preba_in_words(int k) { return IN_WORDS[k]; }
@@ -178,6 +192,21 @@ void preba_set_input(void* h, int k, const uint32_t* buf, uint64_t n) {
     if (n) s->inputs_left++;
 }
 
+// Values of sideband input k, one per beat of the stream it follows (n may be 1: a constant).
+// buf must stay alive until preba_free. The first value is driven at once.
+void preba_set_sideband(void* h, int k, const uint32_t* buf, uint64_t n) {
+    Sim* s = (Sim*)h;
+    SbPort& p = s->sb[k];
+    p.buf = buf;
+    p.n = n;
+    p.cur = ~0ull;
+    if (n) {
+        p.cur = 0;
+        sb_set(s->top, k, buf);
+        s->top->eval();
+    }
+}
+
 void preba_set_stop(void* h, int until_port, uint64_t until_n, uint64_t idle_limit,
                     uint64_t stall_limit) {
     Sim* s = (Sim*)h;
@@ -206,6 +235,16 @@ int preba_step(void* h, uint64_t max_cycles) {
                 }
             }
             in_valid(t, k, p.valid);
+        }
+        for (int k = 0; k < N_SB; k++) {
+            SbPort& b = s->sb[k];
+            if (!b.n) continue;
+            uint64_t idx = s->in[SB_FOLLOWS[k]].pos;
+            if (idx >= b.n) idx = b.n - 1;
+            if (idx != b.cur) {
+                b.cur = idx;
+                sb_set(t, k, b.buf + idx * SB_WORDS[k]);
+            }
         }
         for (int k = 0; k < N_OUT; k++) {
             out_rdy[k] = !th_out || ((uint64_t)rand32(s) >= th_out);

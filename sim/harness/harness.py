@@ -33,6 +33,8 @@ def _load(build_dir: Path, design: Design) -> ctypes.CDLL:
         u64, vp, i32 = ctypes.c_uint64, ctypes.c_void_p, ctypes.c_int
         sig = {
             "preba_abi": (i32, []), "preba_n_in": (i32, []), "preba_n_out": (i32, []),
+            "preba_n_sb": (i32, []), "preba_sb_name": (ctypes.c_char_p, [i32]),
+            "preba_set_sideband": (None, [vp, i32, vp, u64]),
             "preba_in_name": (ctypes.c_char_p, [i32]), "preba_out_name": (ctypes.c_char_p, [i32]),
             "preba_in_words": (i32, [i32]), "preba_out_words": (i32, [i32]),
             "preba_trace_kind": (i32, []), "preba_coverage": (i32, []),
@@ -50,12 +52,15 @@ def _load(build_dir: Path, design: Design) -> ctypes.CDLL:
         for name, (res, args) in sig.items():
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, args
-        if lib.preba_abi() != 1:
-            raise RuntimeError(f"{so}: driver ABI {lib.preba_abi()}, expected 1")
+        if lib.preba_abi() != 2:
+            raise RuntimeError(f"{so}: driver ABI {lib.preba_abi()}, expected 2")
         got_in = [lib.preba_in_name(k).decode() for k in range(lib.preba_n_in())]
         got_out = [lib.preba_out_name(k).decode() for k in range(lib.preba_n_out())]
-        if got_in != [p.name for p in design.inputs] or got_out != [p.name for p in design.outputs]:
-            raise RuntimeError(f"{so}: ports {got_in}/{got_out} do not match the manifest")
+        got_sb = [lib.preba_sb_name(k).decode() for k in range(lib.preba_n_sb())]
+        if (got_in != [p.name for p in design.inputs] or got_out != [p.name for p in design.outputs]
+                or got_sb != [p.name for p in design.sidebands]):
+            raise RuntimeError(f"{so}: ports {got_in}/{got_out}/{got_sb} do not match the "
+                               "manifest")
         _libs[so] = lib
         return lib
 
@@ -212,7 +217,9 @@ class Harness:
         """Feed every input port its beats in order, collect every output beat.
 
         ``inputs``: {input port: beats} ((n,) ints for payloads up to 32 bits, (n,) uint64 up to
-        64, or (n, words) uint32); ports left out send nothing.
+        64, or (n, words) uint32); ports left out send nothing. A sideband input (manifest
+        ``"follows"``) takes one value per beat of the stream it follows, or one int (a
+        constant); left out, it stays 0.
         ``until=(port, n)``: stop once n beats arrived on that output port.
         ``max_cycles``: give up after this many cycles (``timed_out``); the default is
         10M + 1000 per input beat. ``idle_cycles``: stop once all inputs are consumed and no
@@ -225,12 +232,25 @@ class Harness:
         (uses the coverage build).
         """
         d = self.design
-        unknown = set(inputs) - {p.name for p in d.inputs}
+        unknown = set(inputs) - {p.name for p in d.inputs + d.sidebands}
         if unknown:
             raise KeyError(f"not input ports of {d.top}: {sorted(unknown)}; inputs are "
-                           f"{[p.name for p in d.inputs]}")
+                           f"{[p.name for p in d.inputs + d.sidebands]}")
         bufs = [self._input_words(p, inputs[p.name]) if p.name in inputs
                 else np.zeros((0, p.words), np.uint32) for p in d.inputs]
+        n_beats = {p.name: len(b) for p, b in zip(d.inputs, bufs)}
+        sbufs = []
+        for p in d.sidebands:
+            v = inputs.get(p.name)
+            if v is None:
+                sbufs.append(np.zeros((0, p.words), np.uint32))
+                continue
+            v = np.atleast_1d(np.asarray(v))
+            if len(v) not in (1, n_beats[p.follows]):
+                raise ValueError(f"sideband {p.name!r}: {len(v)} values for the "
+                                 f"{n_beats[p.follows]} beats of {p.follows!r} (give one per "
+                                 "beat, or one)")
+            sbufs.append(self._input_words(p, v))
         total_in = sum(len(b) for b in bufs)
         if max_cycles is None:
             max_cycles = 10_000_000 + 1000 * total_in
@@ -263,6 +283,9 @@ class Harness:
         try:
             for k, b in enumerate(bufs):
                 lib.preba_set_input(h, k, b.ctypes.data, len(b))
+            for k, b in enumerate(sbufs):
+                if len(b):
+                    lib.preba_set_sideband(h, k, b.ctypes.data, len(b))
             lib.preba_set_stop(h, until_idx, until_n, int(idle_cycles or 0),
                                int(stall_cycles or 0))
             reason = "max_cycles"

@@ -11,19 +11,33 @@ Ports: ``i`` = ``{byte, last}``, ``last`` on the file's final byte; ``o`` = ``hd
 beat per image (after the last pixel, or on an error); ``width``/``height``/``header_valid`` once
 the SOF is parsed.
 
+Scaled decoding (DCT-domain downscaling, as libjpeg-turbo / Pillow's ``draft``): ``scale`` is
+log2 of the denominator d (0 = full size, 1 = 1/2, 2 = 1/4, 3 = 1/8). It is sampled together
+with each file's first byte (the first ``i`` beat after reset or after a beat with ``last``, at
+its handshake) and held for that image, so a driver may set it any time before it offers the
+file's first byte and change it as soon as that byte is taken. The pixels on ``o`` are then the
+image at ``ceil(W / d) x ceil(H / d)`` (raster order, ``last`` on the final one), bit-identical
+to :func:`hdl.jpeg.decode_status` with ``scale=1/d``; ``status.width``/``height`` and the
+``width``/``height`` ports give that output size. Header checks (BAD_DIMENSIONS against
+``max_width``/``max_height``) apply to the file's own size. The plan per component is
+:func:`hdl.jpeg.decoder.plan_components`'s: luma blocks through the 8/d-point IDCT; chroma at the
+same size and upsampled as at full size, except 4:2:0 at 1/2 .. 1/8, whose chroma goes through
+the 16/d-point IDCT and needs no upsampling; fancy upsampling off at 1/8.
+
 Status codes and their priority are the golden model's (:func:`hdl.jpeg.decode_status`): a
 header error ends the image at once; otherwise an entropy-decoding error wins over a trailer
 result (MISSING_EOI, errors between the scan and EOI, OK at EOI). On an error the pixel stream
 stops where it is (no more pixels, no ``last``), the pipeline empties, the status beat goes out,
 the input is drained to ``last`` and the whole datapath is reset for the next image.
 
-Memory (``max_width`` = W): line buffers 3 x 32 lines x W bytes (96 W bytes: 384 KiB at the
-default 4096), symbol RAM 4 KiB, quantization RAM 256 B, coefficient buffers and IDCT workspace
-in registers (2 x 64 x 20 + 64 x 28 bits).
+Memory (``max_width`` = W, rounded up to a power of two): line buffers 32 lines of luma and
+2 x 16 lines of chroma, W bytes each (64 W bytes: 256 KiB at the default 4096); Huffman symbol
+RAM 3 KiB (12 tables, read asynchronously: distributed RAM); quantization RAM 256 B;
+coefficient buffers and IDCT workspace in small RAMs (2 x 64 x 20 + 64 x 28 bits).
 """
 from __future__ import annotations
 
-from amaranth import (ClockDomain, ClockSignal, DomainRenamer, Module, ResetInserter,
+from amaranth import (Cat, ClockDomain, ClockSignal, DomainRenamer, Module, ResetInserter,
                       ResetSignal, Signal, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -32,7 +46,7 @@ from ...rtl.layouts import PixelIn
 from .entropy import EntropyDecoder
 from .idct import BlockIdct
 from .parser import InByte, MarkerParser
-from .raster import Raster, line_stride
+from .raster import CHROMA_LINES, LUMA_LINES, Raster, line_stride, scaled_size
 
 __all__ = ["JpegDecoder", "JpegStatusBeat", "manifest", "DEFAULT_MAX_WIDTH",
            "DEFAULT_MAX_HEIGHT"]
@@ -55,11 +69,13 @@ class JpegDecoder(wiring.Component):
             "o": Out(stream.Signature(PixelIn)),
             "status": Out(stream.Signature(JpegStatusBeat)),
             "width": Out(16), "height": Out(16), "header_valid": Out(1),
+            "scale": In(2),
         })
 
     def memory_bytes(self) -> dict:
         stride = line_stride(self.max_width)
-        return {"line_buffers": 3 * 32 * stride * 8, "huffman_symbols": 16 * 256,
+        return {"line_buffers": (LUMA_LINES + 2 * CHROMA_LINES) * stride * 8,
+                "huffman_symbols": 12 * 256,
                 "quant": 256}
 
     def elaborate(self, platform):
@@ -87,21 +103,31 @@ class JpegDecoder(wiring.Component):
         # Input skid buffer (two entries): nothing past it depends combinationally on the
         # ``i`` port, so a simulator need not re-evaluate the parser and entropy decoder's
         # next-state logic whenever the input is driven. Full rate, one clock of latency.
-        ib = [Signal(InByte.size, name=f"ib{n}") for n in range(2)]
+        # Each entry also holds ``scale`` as it was at the byte's handshake.
+        ib = [Signal(InByte.size + 2, name=f"ib{n}") for n in range(2)]
         icnt = Signal(2)
         push = Signal()
         pop = Signal()
         m.d.comb += [self.i.ready.eq((icnt != 2) & ~hold),
                      push.eq(self.i.valid & self.i.ready),
-                     parser.i.valid.eq(icnt != 0), parser.i.payload.eq(ib[0]),
+                     parser.i.valid.eq(icnt != 0), parser.i.payload.eq(ib[0][:InByte.size]),
                      pop.eq(parser.i.valid & parser.i.ready)]
         with m.If(pop):
             m.d.sync += ib[0].eq(ib[1])
+        i_entry = Cat(self.i.payload, self.scale)
         with m.If(push & ((icnt == 0) | ((icnt == 1) & pop))):
-            m.d.sync += ib[0].eq(self.i.payload)
+            m.d.sync += ib[0].eq(i_entry)
         with m.Elif(push):
-            m.d.sync += ib[1].eq(self.i.payload)
+            m.d.sync += ib[1].eq(i_entry)
         m.d.sync += icnt.eq(icnt + push - pop)
+        # the image's scale: that of its file's first byte, taken when the parser takes it
+        # (the parser takes no byte of the next file before the top's ``go``)
+        first = Signal(init=1)
+        scale = Signal(2)
+        with m.If(pop):
+            m.d.sync += first.eq(ib[0][InByte.size - 1])
+            with m.If(first):
+                m.d.sync += scale.eq(ib[0][InByte.size:])
         wiring.connect(m, parser.bo, ent.bi)
         wiring.connect(m, parser.bnd, ent.bnd)
         # Output skid buffer (two entries), for the same reason as the input's: the raster
@@ -132,6 +158,14 @@ class JpegDecoder(wiring.Component):
         for name in ("width", "height", "three", "h2", "v2"):
             m.d.comb += [getattr(ent, name).eq(getattr(parser, name)),
                          getattr(ras, name).eq(getattr(parser, name))]
+        # IDCT sizes (log2): luma 8/d; chroma the same, or 16/d for 4:2:0 at 1/2 .. 1/8
+        c420s = parser.three & parser.h2 & parser.v2 & (scale != 0)
+        out_w = Signal(16)
+        out_h = Signal(16)
+        m.d.comb += [ras.scale.eq(scale), idct.ls.eq(3 - scale),
+                     idct.cs.eq(3 - scale + c420s),
+                     out_w.eq(scaled_size(parser.width, scale)),
+                     out_h.eq(scaled_size(parser.height, scale))]
         m.d.comb += [
             ent.start.eq(parser.start), ras.start.eq(parser.start),
             ent.ns.eq(parser.ns), ent.s_fidx.eq(parser.s_fidx), ent.s_dc.eq(parser.s_dc),
@@ -144,9 +178,10 @@ class JpegDecoder(wiring.Component):
             idct.be_bcol.eq(ent.be_bcol), idct.be_brow.eq(ent.be_brow),
             idct.be_row_end.eq(ent.be_row_end),
             ras.lw_en.eq(idct.lw_en), ras.lw_comp.eq(idct.lw_comp), ras.lw_line.eq(idct.lw_line),
-            ras.lw_col.eq(idct.lw_col), ras.lw_data.eq(idct.lw_data),
+            ras.lw_col.eq(idct.lw_col), ras.lw_size.eq(idct.lw_size),
+            ras.lw_data.eq(idct.lw_data),
             ras.rows_done.eq(idct.rows_done),
-            self.width.eq(parser.width), self.height.eq(parser.height),
+            self.width.eq(out_w), self.height.eq(out_h),
             self.header_valid.eq(parser.header_valid),
         ]
 
@@ -163,8 +198,8 @@ class JpegDecoder(wiring.Component):
         failed = final & (code != 0)
         m.d.comb += [parser.abort.eq(failed), ras.halt.eq(failed)]
         m.d.comb += [self.status.payload.code.eq(code),
-                     self.status.payload.width.eq(parser.width),
-                     self.status.payload.height.eq(parser.height)]
+                     self.status.payload.width.eq(out_w),
+                     self.status.payload.height.eq(out_h)]
         with m.FSM(name="seq"):
             with m.State("RUN"):
                 with m.If(final & o_empty & ((failed & ras.idle) | (~failed & ras.done))):
@@ -182,7 +217,8 @@ class JpegDecoder(wiring.Component):
 
 
 def manifest(top: str = "jpeg_decoder", verilog_file: str | None = None) -> dict:
-    """Port manifest of the converted top for :class:`sim.harness.Harness`."""
+    """Port manifest of the converted top for :class:`sim.harness.Harness`. ``scale`` is a plain
+    input driven beside the ``i`` stream's beats (``inputs={"i": bytes, "scale": per byte}``)."""
     return {
         "top": top,
         "verilog": verilog_file or f"{top}.v",
@@ -190,6 +226,7 @@ def manifest(top: str = "jpeg_decoder", verilog_file: str | None = None) -> dict
         "reset": "rst",
         "ports": {
             "i": {"dir": "in", "width": 9, "fields": {"byte": [0, 8], "last": [8, 1]}},
+            "scale": {"dir": "in", "width": 2, "follows": "i"},
             "o": {"dir": "out", "width": 25,
                   "fields": {"r": [0, 8], "g": [8, 8], "b": [16, 8], "last": [24, 1]}},
             "status": {"dir": "out", "width": 40,

@@ -1,15 +1,20 @@
-"""Dequantize, coefficient block buffer and the islow 8x8 IDCT (jidctint.c, as
-:func:`hdl.jpeg.idct.idct_islow` computes it).
+"""Dequantize, coefficient block buffer and the IDCTs of libjpeg-turbo, full size and reduced:
+jidctint.c ``jpeg_idct_islow`` (8x8) and jidctred.c ``jpeg_idct_4x4`` / ``_2x2`` / ``_1x1`` (the
+outputs of scaled decoding), as :mod:`hdl.jpeg.idct` computes them.
 
 * Dequantize on the way in: the quantization RAM (4 tables x 64, zigzag order, written by the
   parser) is read at the coefficient's zigzag index, the product goes to its natural position.
 * Two block buffers (ping-pong) with a written-mask each, so a block never needs clearing: the
   entropy decoder claims a free buffer at the start of each block.
-* IDCT: pass 1 one column per clock (8 clocks; 13-bit constants, result descaled by 11 bits and
-  kept mod 2**28, which is all pass 2 needs for its 10-bit wrapped result), pass 2 one row per
-  clock (descale by 18, ``& 1023`` wrap, +128, clamp) -> one 8-sample row to the line buffers.
-  16 clocks per block (the passes share one workspace and do not overlap): 0.375 clock per
-  pixel for 4:2:0, 0.75 for 4:4:4 -- below the raster's one pixel per clock.
+* Per block, the IDCT size ``s`` (8, 4, 2 or 1) of its component: ``log2 s`` = ``ls`` for
+  component 0, ``cs`` for the others (the decoder's plan, see :mod:`hdl.jpeg.rtl.decoder`).
+* IDCT: pass 1 one coefficient column per clock (13-bit constants; the ``s`` workspace rows of
+  that column, descaled by 11 / 12 / 13 bits for s = 8 / 4 / 2, the DC term as it is for s = 1),
+  pass 2 one workspace row per clock (descale by 18 / 19 / 20 / 3, ``& 1023`` wrap, +128,
+  clamp) -> one row of ``s`` samples to the line buffers (``lw_data`` bits ``[0, 8 s)``).
+  Pass 1 skips the columns pass 2 never reads (column 4 for 4x4; 2, 4, 6 for 2x2; all but 0
+  for 1x1). The passes share one workspace and do not overlap: 8 + 8 = 16 clocks per block at
+  s = 8, 7 + 4 = 11 at s = 4, 5 + 2 = 7 at s = 2, 1 + 1 = 2 at s = 1.
 """
 from __future__ import annotations
 
@@ -20,9 +25,15 @@ from amaranth.lib.wiring import In, Out
 from .. import idct as G
 from .consts import ZIGZAG_LIST
 
-__all__ = ["BlockIdct", "islow_1d", "range_limit"]
+__all__ = ["BlockIdct", "islow_1d", "red4_1d", "red2_1d", "range_limit"]
 
 WS_BITS = 28
+
+# descale amounts: pass 1 / pass 2, by log2 of the output size (0 = 1x1 ... 3 = 8x8)
+_SH1 = {3: G.CONST_BITS - G.PASS1_BITS, 2: G.CONST_BITS - G.PASS1_BITS + 1,
+        1: G.CONST_BITS - G.PASS1_BITS + 2, 0: 0}
+_SH2 = {3: G.CONST_BITS + G.PASS1_BITS + 3, 2: G.CONST_BITS + G.PASS1_BITS + 3 + 1,
+        1: G.CONST_BITS + G.PASS1_BITS + 3 + 2, 0: 3}
 
 
 def islow_1d(d):
@@ -54,6 +65,27 @@ def islow_1d(d):
             tmp13 - t0, tmp12 - t1, tmp11 - t2, tmp10 - t3]
 
 
+def red4_1d(d):
+    """One 4-output pass of jpeg_idct_4x4 (input 4 unused); outputs before descaling."""
+    tmp0 = d[0] << (G.CONST_BITS + 1)
+    tmp2 = d[2] * G.F1_847759065 - d[6] * G.F0_765366865
+    tmp10, tmp12 = tmp0 + tmp2, tmp0 - tmp2
+    z1, z2, z3, z4 = d[7], d[5], d[3], d[1]
+    tmp0 = (z2 * G.F1_451774981 + z4 * G.F1_061594337) - (z1 * G.F0_211164243
+                                                          + z3 * G.F2_172734803)
+    tmp2 = (z3 * G.F0_899976223 + z4 * G.F2_562915447) - (z1 * G.F0_509795579
+                                                          + z2 * G.F0_601344887)
+    return [tmp10 + tmp2, tmp12 + tmp0, tmp12 - tmp0, tmp10 - tmp2]
+
+
+def red2_1d(d):
+    """One 2-output pass of jpeg_idct_2x2 (inputs 2, 4, 6 unused); outputs before descaling."""
+    tmp10 = d[0] << (G.CONST_BITS + 2)
+    tmp0 = (d[5] * G.F0_850430095 + d[1] * G.F3_624509785) - (d[7] * G.F0_720959822
+                                                              + d[3] * G.F1_272758580)
+    return [tmp10 + tmp0, tmp10 - tmp0]
+
+
 def range_limit(m: Module, x, name: str) -> Signal:
     """libjpeg's post-IDCT limit of a value already descaled: clamp(wrap10(x) + 128, 0, 255)."""
     t = Signal(10, name=f"{name}_w")
@@ -63,17 +95,25 @@ def range_limit(m: Module, x, name: str) -> Signal:
     return out
 
 
+def _descale(x, n: int):
+    return (x + (1 << (n - 1))) >> n if n else x
+
+
 class BlockIdct(wiring.Component):
     def __init__(self):
         super().__init__({
             "q_we": In(1), "q_addr": In(8), "q_data": In(8),
+            # log2 of the IDCT size of component 0 / of the others (stable during a scan)
+            "ls": In(2, init=3), "cs": In(2, init=3),
             "claim": In(1), "can_claim": Out(1),
             "cw_valid": In(1), "cw_k": In(6), "cw_val": In(signed(12)), "cw_tq": In(2),
             "be_valid": In(1), "be_comp": In(2), "be_bcol": In(13), "be_brow": In(13),
             "be_row_end": In(1),
-            # one 8-sample block row to the line buffers
+            # one block row of s = 1 << lw_size samples to the line buffers: component sample
+            # row ``brow * s + r`` mod 32 (lw_line), block column lw_col (sample column
+            # lw_col * s), samples in lw_data[0:8 s]
             "lw_en": Out(1), "lw_comp": Out(2), "lw_line": Out(5), "lw_col": Out(13),
-            "lw_data": Out(64),
+            "lw_size": Out(2), "lw_data": Out(64),
             "rows_done": Out(16),       # MCU rows completely written
             "busy": Out(1),
         })
@@ -139,56 +179,85 @@ class BlockIdct(wiring.Component):
         # a column) and eight read ports (pass 2 reads a row)
         m.submodules.ws = wsmem = memory.Memory(shape=signed(WS_BITS), depth=64, init=[])
         p1 = Signal()               # pass 1 running on buffer rb
+        rmeta = Signal(len(s1_meta))
+        m.d.comb += rmeta.eq(Mux(rb, meta[1], meta[0]))
+        sz1 = Signal(2)             # log2 IDCT size of the block in buffer rb
+        m.d.comb += sz1.eq(Mux(rmeta[:2] == 0, self.ls, self.cs))
         rmask = Signal(64)
         m.d.comb += rmask.eq(Mux(rb, mask[1], mask[0]))
         d_in = []
         for r in range(8):
             d_in.append(Mux(rmask.bit_select(Cat(c1, Const(r, 3)), 1), coef_rd[r], 0))
-        out1 = islow_1d(d_in)
-        rnd1 = 1 << (G.CONST_BITS - G.PASS1_BITS - 1)
+        outs1 = {3: islow_1d(d_in), 2: red4_1d(d_in), 1: red2_1d(d_in), 0: [d_in[0]]}
         for r in range(8):
             v = Signal(signed(WS_BITS), name=f"p1_{r}")
-            m.d.comb += v.eq((out1[r] + rnd1) >> (G.CONST_BITS - G.PASS1_BITS))
+            with m.Switch(sz1):
+                for sz, outs in outs1.items():
+                    if r < len(outs):
+                        with m.Case(sz):
+                            m.d.comb += v.eq(_descale(outs[r], _SH1[sz]))
             w = wsmem.write_port()
             m.d.comb += [w.addr.eq(Cat(c1, Const(r, 3))), w.data.eq(v), w.en.eq(p1)]
+        # the columns pass 2 reads: all for 8x8; not 4 for 4x4; 0, 1, 3, 5, 7 for 2x2; 0 for 1x1
+        c1_last = Signal()
+        c1_next = Signal(3)
+        m.d.comb += c1_last.eq(Mux(sz1 == 0, 1, c1 == 7))
+        with m.Switch(sz1):
+            with m.Case(2):
+                m.d.comb += c1_next.eq(Mux(c1 == 3, 5, c1 + 1))
+            with m.Case(1):
+                m.d.comb += c1_next.eq(Mux(c1 == 0, 1, c1 + 2))
+            with m.Default():
+                m.d.comb += c1_next.eq(c1 + 1)
 
         # ---- pass 2: rows --------------------------------------------------------------------
         r2 = Signal(3)
         p2 = Signal()
         meta2 = Signal(len(s1_meta))
+        sz2 = Signal(2)
         m2_comp, m2_bcol, m2_brow, m2_end = meta2[:2], meta2[2:15], meta2[15:28], meta2[28]
         d2 = []
         for c in range(8):
             rp = wsmem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(Cat(Const(c, 3), r2))
             d2.append(rp.data)
-        out2 = islow_1d(d2)
-        sh2 = G.CONST_BITS + G.PASS1_BITS + 3
+        outs2 = {3: islow_1d(d2), 2: red4_1d(d2), 1: red2_1d(d2), 0: [d2[0]]}
         samples = []
         for c in range(8):
             y = Signal(signed(WS_BITS), name=f"p2_{c}")
-            m.d.comb += y.eq((out2[c] + (1 << (sh2 - 1))) >> sh2)
+            with m.Switch(sz2):
+                for sz, outs in outs2.items():
+                    if c < len(outs):
+                        with m.Case(sz):
+                            m.d.comb += y.eq(_descale(outs[c], _SH2[sz]))
             samples.append(range_limit(m, y, f"px{c}"))
-        m.d.comb += [self.lw_en.eq(p2), self.lw_comp.eq(m2_comp),
-                     self.lw_line.eq(Cat(r2, m2_brow[:2])), self.lw_col.eq(m2_bcol),
+        line = Signal(5)
+        with m.Switch(sz2):
+            for sz in range(4):
+                with m.Case(sz):
+                    m.d.comb += line.eq(Cat(r2[:sz], m2_brow)[:5])
+        r2_last = Signal()
+        m.d.comb += r2_last.eq(r2 == (Const(1, 4) << sz2) - 1)
+        m.d.comb += [self.lw_en.eq(p2), self.lw_comp.eq(m2_comp), self.lw_line.eq(line),
+                     self.lw_col.eq(m2_bcol), self.lw_size.eq(sz2),
                      self.lw_data.eq(Cat(*samples))]
 
         # pass 1 writes one workspace column per clock while pass 2 reads one row per clock,
         # so they must not overlap: pass 1 waits for pass 2's last row.
-        p2_last = p2 & (r2 == 7)
+        p2_last = p2 & r2_last
         start1 = ~p1 & Mux(rb, full[1], full[0]) & (~p2 | p2_last)
         with m.If(start1):
             m.d.sync += [p1.eq(1), c1.eq(0)]
         with m.If(p1):
-            m.d.sync += c1.eq(c1 + 1)
-            with m.If(c1 == 7):
+            m.d.sync += c1.eq(c1_next)
+            with m.If(c1_last):
                 m.d.comb += free.eq(1)
-                m.d.sync += [p1.eq(0), rb.eq(~rb), p2.eq(1), r2.eq(0),
-                             meta2.eq(Mux(rb, meta[1], meta[0]))]
+                m.d.sync += [p1.eq(0), rb.eq(~rb), p2.eq(1), r2.eq(0), meta2.eq(rmeta),
+                             sz2.eq(sz1)]
         with m.If(p2):
             m.d.sync += r2.eq(r2 + 1)
-            with m.If(r2 == 7):
-                with m.If(~(p1 & (c1 == 7))):
+            with m.If(r2_last):
+                with m.If(~(p1 & c1_last)):
                     m.d.sync += p2.eq(0)
                 with m.If(m2_end):
                     m.d.sync += self.rows_done.eq(self.rows_done + 1)
