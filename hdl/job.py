@@ -11,7 +11,7 @@ word 0  ``in_w[15:0]``, ``in_h[31:16]``
 word 1  ``out_w[15:0]``, ``out_h[31:16]``      (tensor size, after resize and crop)
 word 2  ``h_steps[15:0]``, ``v_steps[31:16]``  (schedule lengths; 0 without resize)
 word 3  ``h_mode[0]``, ``v_mode[1]``            (0 scatter/downscale, 1 gather/upscale),
-        ``src_jpeg[2]``                          (pixels come from the JPEG decoder's ``jpg`` input),
+        ``src_jpeg[2]``                          (pixels from the JPEG decoder's ``jpg`` input),
         ``jpeg_scale[4:3]``                      (decode at 1/2**jpeg_scale with scaled IDCTs;
                                                  ``in_w``/``in_h`` are then the decoded size)
 word 4  ``crop_x[15:0]``, ``crop_y[31:16]``    (crop window origin, when there is no resize)

@@ -7,10 +7,14 @@ The sequencer makes the core hang-proof: every job ends with a status word, a ba
 frame of the wrong length drains the ``pix`` stream up to ``last``, and a watchdog turns a
 datapath that stops making progress (tables inconsistent with the image) into ``STALL``. Between
 jobs the whole datapath is reset, so an aborted job leaves nothing behind.
+
+With the JPEG decoder, a job's file may flow into the decoder as soon as the job is loaded (its
+DCT scale waits in a small FIFO, one entry per file), so the decoder parses the next file and
+decodes its first MCU row while this image's last rows still come out.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -82,10 +86,19 @@ class PreprocessCore(wiring.Component):
         h_steps, v_steps = hdr[2][:16], hdr[2][16:]
         h_mode, v_mode = hdr[3][0], hdr[3][1]
         src_jpeg = hdr[3][2] if spec.jpeg_decoder else Const(0, 1)   # pixels from the JPEG decoder
-        jpeg_scale = hdr[3][3:5]        # log2 of the DCT scaling denominator
         jpg_open = Signal()             # the jpg input flows into the decoder
-        files_owed = Signal(3)          # JPEG jobs started whose file's last byte is not in yet
-        jpeg_job_start = Signal()
+        # One entry per JPEG job loaded whose file's last byte has not gone into the decoder:
+        # that job's DCT scale (log2). Files come in job order, so the head is always the scale
+        # of the file now flowing; the decoder takes it with the file's first byte. Loaded
+        # jobs' files may flow ahead of the job, so the decoder can start on the next image
+        # while this one's last rows still come out.
+        SCALE_FIFO = 4
+        scale_q = [Signal(2, name=f"scale_q{i}") for i in range(SCALE_FIFO)]
+        scale_wp = Signal(2)
+        scale_rp = Signal(2)
+        scale_n = Signal(range(SCALE_FIFO + 1))
+        scale_push = Signal()
+        scale_pop = Signal()
         crop_x, crop_y = hdr[4][:16], hdr[4][16:]
         out_base = hdr[5]
 
@@ -190,7 +203,7 @@ class PreprocessCore(wiring.Component):
 
         with m.FSM(name="loader"):
             with m.State("WAIT_BANK"):
-                with m.If(~full.bit_select(load_bank, 1)):
+                with m.If(~full.bit_select(load_bank, 1) & (scale_n < SCALE_FIFO)):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += self.cfg.ready.eq(1)
@@ -201,6 +214,8 @@ class PreprocessCore(wiring.Component):
                                 m.d.sync += bank_hdr[b][i].eq(self.cfg.payload)
                     m.d.sync += word_idx.eq(word_idx + 1)
                     with m.If(word_idx == HEADER_WORDS - 1):
+                        if spec.jpeg_decoder:
+                            m.d.comb += scale_push.eq(ld_hdr[3][2])     # a JPEG job
                         m.d.sync += [word_idx.eq(0), tab_idx.eq(0), sub.eq(0)]
                         m.next = "HTAB" if spec.resize is not None else "LOADED"
             if spec.resize is not None:
@@ -228,13 +243,18 @@ class PreprocessCore(wiring.Component):
             # Bytes an aborted file left behind still flow (the decoder drains them) while the
             # next job runs.
             jpg_fire = self.jpg.valid & self.jpg.ready
-            m.d.sync += files_owed.eq(files_owed + jpeg_job_start
-                                      - (jpg_fire & self.jpg.payload.last))
-            m.d.comb += [jpg_open.eq(files_owed != 0),
+            m.d.comb += [scale_pop.eq(jpg_fire & self.jpg.payload.last),
+                         jpg_open.eq(scale_n != 0),
                          dec.i.valid.eq(self.jpg.valid & jpg_open),
                          self.jpg.ready.eq(dec.i.ready & jpg_open),
                          dec.i.payload.eq(self.jpg.payload),
-                         dec.scale.eq(jpeg_scale)]
+                         dec.scale.eq(Array(scale_q)[scale_rp])]
+            with m.If(scale_push):
+                m.d.sync += [Array(scale_q)[scale_wp].eq(ld_hdr[3][3:5]),
+                             scale_wp.eq(scale_wp + 1)]
+            with m.If(scale_pop):
+                m.d.sync += scale_rp.eq(scale_rp + 1)
+            m.d.sync += scale_n.eq(scale_n + scale_push - scale_pop)
             m.d.comb += [dec.status.ready.eq(dec_status_ready),
                          dec_status_fire.eq(dec.status.valid & dec.status.ready)]
             dec_code = dec.status.payload.code
@@ -284,7 +304,6 @@ class PreprocessCore(wiring.Component):
                 else:
                     bad_dims = (bad_dims | (crop_x + out_w > in_w) | (crop_y + out_h > in_h))
                     bad_table = 0
-                m.d.comb += jpeg_job_start.eq(src_jpeg)
                 m.d.sync += [px.eq(0), py.eq(0), in_done.eq(0), out_done.eq(0), dec_done.eq(0),
                              draining.eq(0), long_frame.eq(0), watchdog.eq(0),
                              feed_cycles.eq(0), run_cycles.eq(0)]
@@ -306,7 +325,9 @@ class PreprocessCore(wiring.Component):
                 m.d.comb += [dp_in.valid.eq(src.valid & gate_open),
                              dp_in.payload.eq(src.payload.rgb),
                              src.ready.eq(Mux(gate_open, dp_in.ready, draining)),
-                             dec_status_ready.eq(src_jpeg)]
+                             # one decoder status per job: the decoder may already be on the
+                             # next file, whose status belongs to the next job
+                             dec_status_ready.eq(src_jpeg & ~dec_done)]
                 pix_fire = src.valid & src.ready
                 with m.If(pix_fire & gate_open):
                     with m.If(px == in_w - 1):
@@ -356,7 +377,9 @@ class PreprocessCore(wiring.Component):
             with m.State("DRAIN"):
                 # Discard the rest of this job's input: pixels up to `last`, or for a JPEG job
                 # everything up to the decoder's status beat.
-                m.d.comb += [src.ready.eq(1), dec_status_ready.eq(src_jpeg)]
+                # (after the decoder's status, its pixels are the next file's: leave them)
+                m.d.comb += [src.ready.eq(~(src_jpeg & dec_done)),
+                             dec_status_ready.eq(src_jpeg & ~dec_done)]
                 with m.If(src_jpeg):
                     with m.If(dec_done | dec_status_fire):
                         with m.If(dec_status_fire & (dec_code != 0) & (code == Status.OK)):

@@ -30,6 +30,14 @@ result (MISSING_EOI, errors between the scan and EOI, OK at EOI). On an error th
 stops where it is (no more pixels, no ``last``), the pipeline empties, the status beat goes out,
 the input is drained to ``last`` and the whole datapath is reset for the next image.
 
+Images overlap: the front end (parser, entropy decoder, IDCT) runs up to one image ahead of the
+raster stage. Once image n is entirely in the line buffers and its file has been read to
+``last``, the parser starts on file n + 1 and its first MCU row goes into the ring slot after
+image n's last one while that row is still being read out, so header parsing and the first MCU
+row are hidden and a stream of images keeps ``o`` busy (1.00001 clocks per pixel from the
+second image on, 7 clocks per image). Statuses still come in file order, each after its
+image's last pixel; an error in the image ahead waits until the one before is out.
+
 Memory (``max_width`` = W, rounded up to a power of two): line buffers 32 lines of luma and
 2 x 16 lines of chroma, W bytes each (64 W bytes: 256 KiB at the default 4096); Huffman symbol
 RAM 3 KiB (12 tables, read asynchronously: distributed RAM); quantization RAM 256 B;
@@ -37,8 +45,8 @@ coefficient buffers and IDCT workspace in small RAMs (2 x 64 x 20 + 64 x 28 bits
 """
 from __future__ import annotations
 
-from amaranth import (Cat, ClockDomain, ClockSignal, DomainRenamer, Module, ResetInserter,
-                      ResetSignal, Signal, unsigned)
+from amaranth import (Cat, ClockDomain, ClockSignal, DomainRenamer, Module, Mux,
+                      ResetInserter, ResetSignal, Signal, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -94,11 +102,12 @@ class JpegDecoder(wiring.Component):
 
     def _datapath(self, hold):
         m = Module()
-        img_rst = Signal()
+        front_rst = Signal()        # entropy decoder and IDCT: between images, and on errors
+        back_rst = Signal()         # raster stage: after its image's status beat
         m.submodules.parser = parser = MarkerParser(self.max_width, self.max_height)
-        m.submodules.entropy = ent = ResetInserter(img_rst)(EntropyDecoder())
-        m.submodules.idct = idct = ResetInserter(img_rst)(BlockIdct())
-        m.submodules.raster = ras = ResetInserter(img_rst)(Raster(self.max_width))
+        m.submodules.entropy = ent = ResetInserter(front_rst)(EntropyDecoder())
+        m.submodules.idct = idct = ResetInserter(front_rst)(BlockIdct())
+        m.submodules.raster = ras = ResetInserter(back_rst)(Raster(self.max_width))
 
         # Input skid buffer (two entries): nothing past it depends combinationally on the
         # ``i`` port, so a simulator need not re-evaluate the parser and entropy decoder's
@@ -158,6 +167,9 @@ class JpegDecoder(wiring.Component):
         for name in ("width", "height", "three", "h2", "v2"):
             m.d.comb += [getattr(ent, name).eq(getattr(parser, name)),
                          getattr(ras, name).eq(getattr(parser, name))]
+        woff_y = Signal(5)
+        woff_c = Signal(4)
+        back_free = Signal()
         # IDCT sizes (log2): luma 8/d; chroma the same, or 16/d for 4:2:0 at 1/2 .. 1/8
         c420s = parser.three & parser.h2 & parser.v2 & (scale != 0)
         out_w = Signal(16)
@@ -167,10 +179,9 @@ class JpegDecoder(wiring.Component):
                      out_w.eq(scaled_size(parser.width, scale)),
                      out_h.eq(scaled_size(parser.height, scale))]
         m.d.comb += [
-            ent.start.eq(parser.start), ras.start.eq(parser.start),
+            ent.start.eq(parser.start),
             ent.ns.eq(parser.ns), ent.s_fidx.eq(parser.s_fidx), ent.s_dc.eq(parser.s_dc),
             ent.s_ac.eq(parser.s_ac), ent.tq.eq(parser.tq), ent.ri.eq(parser.ri),
-            ent.out_rows.eq(ras.out_rows),
             ent.can_claim.eq(idct.can_claim), idct.claim.eq(ent.claim),
             idct.cw_valid.eq(ent.cw_valid), idct.cw_k.eq(ent.cw_k), idct.cw_val.eq(ent.cw_val),
             idct.cw_tq.eq(ent.cw_tq),
@@ -182,13 +193,27 @@ class JpegDecoder(wiring.Component):
             ras.lw_data.eq(idct.lw_data),
             ras.rows_done.eq(idct.rows_done),
             self.width.eq(out_w), self.height.eq(out_h),
+            ras.woff_y.eq(woff_y), ras.woff_c.eq(woff_c),
             self.header_valid.eq(parser.header_valid),
         ]
 
         # ---- image sequencing and status ------------------------------------------------------
-        final = Signal()
+        # The front end (parser, entropy decoder, IDCT) may run one image ahead of the raster
+        # stage: once image n is entirely written to the line buffers, the parser starts on file
+        # n + 1 and the entropy decoder fills the ring slot after image n's last MCU row while
+        # that row is still being read out. So header parsing and the first MCU row of the next
+        # image hide behind the last MCU row of this one, and a stream of images keeps the
+        # pixel output busy. ``ahead``: the front end is on the image after the raster's.
+        final = Signal()            # the front end's verdict on its image is in ``code``
         code = Signal(8)
-        with m.If(~final):
+        ahead = Signal()
+        all_rows = Signal()         # the raster's image is entirely in the line buffers
+        start_pending = Signal()    # the front end's image reached its scan; raster not free
+        last_row = Signal(16)       # the raster's image's last MCU row, while ``ahead``
+        front_next = Signal()       # the front end moves on to the next file
+        with m.If(front_next):
+            m.d.sync += [final.eq(0), code.eq(0)]
+        with m.Elif(~final):
             with m.If(parser.res_valid & ~parser.started):
                 m.d.sync += [final.eq(1), code.eq(parser.res_code)]
             with m.Elif(ent.err != 0):
@@ -196,23 +221,72 @@ class JpegDecoder(wiring.Component):
             with m.Elif(ent.done & parser.res_valid):
                 m.d.sync += [final.eq(1), code.eq(parser.res_code)]
         failed = final & (code != 0)
-        m.d.comb += [parser.abort.eq(failed), ras.halt.eq(failed)]
-        m.d.comb += [self.status.payload.code.eq(code),
-                     self.status.payload.width.eq(out_w),
-                     self.status.payload.height.eq(out_h)]
-        with m.FSM(name="seq"):
+        m.d.comb += [parser.abort.eq(failed), ras.halt.eq(failed & ~ahead),
+                     ras.rows_done.eq(Mux(all_rows, 0xFFFF, idct.rows_done))]
+
+        # Line-buffer room for the front end: normally two MCU rows past what the raster still
+        # reads; while it is ahead, row 0 only once the raster reads nothing but its image's
+        # last MCU row, and nothing more until the raster has finished that image.
+        m.d.comb += ent.row_limit.eq(Mux(ahead, Mux(ras.out_rows >= last_row, 1, 0),
+                                         ras.out_rows + 2))
+
+        # Ring offsets: the front end's image starts right after the previous image's rows.
+        v2e = parser.three & parser.v2
+        mcu_rows = Signal(16)
+        m.d.comb += mcu_rows.eq((parser.height + Mux(v2e, 15, 7)) >> Mux(v2e, 4, 3))
+        luma_lines = Signal(3)      # log2 of the lines one MCU row takes in each ring
+        chroma_lines = Signal(3)
+        m.d.comb += [luma_lines.eq(3 - scale + v2e), chroma_lines.eq(3 - scale + c420s)]
+        front_complete = final & ~failed & (idct.rows_done == mcu_rows)
+        m.d.comb += front_next.eq(front_complete & ~ahead & parser.at_end)
+        with m.If(front_next):
+            m.d.comb += [parser.go.eq(1), front_rst.eq(1)]
+            m.d.sync += [ahead.eq(1), all_rows.eq(1), last_row.eq(idct.rows_done - 1),
+                         woff_y.eq(woff_y + (idct.rows_done << luma_lines)),
+                         woff_c.eq(woff_c + (idct.rows_done << chroma_lines))]
+
+        with m.If(parser.start & (ahead | ~back_free)):
+            m.d.sync += start_pending.eq(1)
+        m.d.comb += self.status.payload.code.eq(Mux(ahead, 0, code))
+        m.d.comb += [self.status.payload.width.eq(ras.out_w),
+                     self.status.payload.height.eq(ras.out_h)]
+        with m.FSM(name="back"):
+            with m.State("WAIT_SCAN"):
+                m.d.comb += back_free.eq(1)
+                with m.If(failed & ~ahead):
+                    m.next = "DRAIN"
+                with m.Elif(start_pending | (parser.start & ~ahead)):
+                    m.d.comb += ras.start.eq(1)
+                    m.d.sync += start_pending.eq(0)
+                    m.next = "RUN"
             with m.State("RUN"):
-                with m.If(final & o_empty & ((failed & ras.idle) | (~failed & ras.done))):
+                with m.If(failed & ~ahead):
+                    m.next = "DRAIN"
+                with m.Elif(ras.done & o_empty & (ahead | (final & ~failed))):
+                    m.next = "STATUS"
+            with m.State("DRAIN"):
+                with m.If(ras.idle & o_empty):
                     m.next = "STATUS"
             with m.State("STATUS"):
                 m.d.comb += self.status.valid.eq(1)
                 with m.If(self.status.ready):
-                    m.next = "NEXT"
-            with m.State("NEXT"):
+                    with m.If(failed & ~ahead):
+                        m.next = "RESTART"
+                    with m.Else():
+                        m.next = "HANDOFF"
+            with m.State("HANDOFF"):
+                # the front end moves on first (it may still be parsing this image's trailer)
+                with m.If(ahead):
+                    m.d.comb += back_rst.eq(1)
+                    m.d.sync += [ahead.eq(0), all_rows.eq(0)]
+                    m.next = "WAIT_SCAN"
+            with m.State("RESTART"):
+                # after an error: everything starts afresh with the next file
                 with m.If(parser.at_end):
-                    m.d.comb += [parser.go.eq(1), img_rst.eq(1)]
-                    m.d.sync += [final.eq(0), code.eq(0)]
-                    m.next = "RUN"
+                    m.d.comb += [parser.go.eq(1), front_rst.eq(1), back_rst.eq(1)]
+                    m.d.sync += [final.eq(0), code.eq(0), all_rows.eq(0), start_pending.eq(0),
+                                 woff_y.eq(0), woff_c.eq(0)]
+                    m.next = "WAIT_SCAN"
         return m
 
 

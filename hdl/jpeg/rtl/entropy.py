@@ -93,7 +93,7 @@ class EntropyDecoder(wiring.Component):
             "ns": In(2), "s_fidx": In(data.ArrayLayout(2, 3)),
             "s_dc": In(data.ArrayLayout(4, 3)), "s_ac": In(data.ArrayLayout(4, 3)),
             "tq": In(data.ArrayLayout(2, 3)), "ri": In(16),
-            "out_rows": In(16),         # MCU rows the raster stage has finished reading
+            "row_limit": In(17),        # MCU rows below this one may start (line buffer room)
             # to the block buffer
             "can_claim": In(1), "claim": Out(1),
             "cw_valid": Out(1), "cw_k": Out(6), "cw_val": Out(signed(12)), "cw_tq": Out(2),
@@ -338,7 +338,7 @@ class EntropyDecoder(wiring.Component):
             m.d.sync += err.eq(code)
             m.next = "ERR"
 
-        gate_ok = mcu_y <= self.out_rows + 1
+        gate_ok = mcu_y < self.row_limit
 
         def block_end():
             """The block's last symbol: MCU bookkeeping, and the next block's DC follows."""

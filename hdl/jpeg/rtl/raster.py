@@ -10,10 +10,13 @@ component has one block row per MCU row, of at most 8 samples, also when 4:2:0 c
 larger IDCT at 1/2 .. 1/8).
 
 Flow control at MCU-row granularity: ``out_rows`` is the oldest MCU row the raster still reads
-(the chroma row above the current one counts while the vertical triangle filter needs it) and
-the entropy decoder may start MCU row ``d`` only when ``d <= out_rows + 1``, so at most two MCU
-rows are live in each ring. The raster starts a line only when every MCU row it reads is
-written (``rows_done``), including the next row's first chroma line that the filter needs.
+(the chroma row above the current one counts while the vertical triangle filter needs it); the
+decoder top turns it into the entropy decoder's ``row_limit`` (MCU row ``d`` may start when
+``d <= out_rows + 1``, so at most two MCU rows are live in each ring). The raster starts a line
+only when every MCU row it reads is written (``rows_done``), including the next row's first
+chroma line that the filter needs. Each image starts in the rings where the front end put its
+line 0 (``woff_y``/``woff_c``, latched at ``start``): right after the previous image's last MCU
+row, so the next image's first row can be written while that row is read out.
 
 The plan per image (registered at ``start``): output size ``ceil(W / d) x ceil(H / d)``; 4:2:0
 at 1/2 .. 1/8 decodes chroma at the luma's resolution (no upsampling); 4:2:2 / 4:4:0 (and 4:2:0
@@ -70,9 +73,14 @@ class Raster(wiring.Component):
             "start": In(1),
             "width": In(16), "height": In(16), "three": In(1), "h2": In(1), "v2": In(1),
             "scale": In(2),
+            # where the front end writes its image's line 0 in each ring (luma, chroma): the
+            # next image starts right after the previous one's last MCU row, so it can be
+            # written while that row is still being read
+            "woff_y": In(5), "woff_c": In(4),
             "halt": In(1),
             "o": Out(stream.Signature(PixelIn)),
             "out_rows": Out(16),
+            "out_w": Out(16), "out_h": Out(16),     # this image's output size (from start)
             "done": Out(1), "idle": Out(1),
         })
 
@@ -105,7 +113,8 @@ class Raster(wiring.Component):
         for q, mem in enumerate(mems):
             wp = mem.write_port(granularity=8)
             lbits = 5 if q == 0 else 4
-            m.d.comb += [wp.addr.eq(Cat(wcol, self.lw_line[:lbits])), wp.data.eq(wdata),
+            wline = (self.lw_line + (self.woff_y if q == 0 else self.woff_c))[:lbits]
+            m.d.comb += [wp.addr.eq(Cat(wcol, wline)), wp.data.eq(wdata),
                          wp.en.eq(Mux(self.lw_en & (self.lw_comp == q), wmask, 0))]
 
         en = Signal()
@@ -121,7 +130,12 @@ class Raster(wiring.Component):
         hf = Signal()               # fancy filtering horizontally / vertically
         vf = Signal()
         lc = Signal(2)              # log2 chroma lines per MCU row (luma lines for gray)
+        three = Signal()
+        roff_y = Signal(5)          # this image's line 0 in each ring
+        roff_c = Signal(4)
+        m.d.comb += [self.out_w.eq(W), self.out_h.eq(H)]
         with m.If(self.start):
+            m.d.sync += [three.eq(self.three), roff_y.eq(self.woff_y), roff_c.eq(self.woff_c)]
             sc = self.scale
             ow = scaled_size(self.width, sc)
             oh = scaled_size(self.height, sc)
@@ -176,7 +190,8 @@ class Raster(wiring.Component):
                 m.d.sync += x.eq(x + 1)
 
         def addr(row, col, lbits):
-            return Cat(col[3:3 + sb] if sb else Const(0, 0), row[:lbits])
+            line = (row + (roff_y if lbits == 5 else roff_c))[:lbits]
+            return Cat(col[3:3 + sb] if sb else Const(0, 0), line)
 
         yr = mems[0].read_port(transparent_for=())
         m.d.comb += [yr.addr.eq(addr(y, x, 5)), yr.en.eq(en)]
@@ -229,9 +244,9 @@ class Raster(wiring.Component):
         with m.If(en):
             m.d.sync += self.o.valid.eq(s1_valid)
             with m.If(s1_valid):
-                m.d.sync += [self.o.payload.rgb[0].eq(Mux(self.three, R, yv)),
-                             self.o.payload.rgb[1].eq(Mux(self.three, Gc, yv)),
-                             self.o.payload.rgb[2].eq(Mux(self.three, B, yv)),
+                m.d.sync += [self.o.payload.rgb[0].eq(Mux(three, R, yv)),
+                             self.o.payload.rgb[1].eq(Mux(three, Gc, yv)),
+                             self.o.payload.rgb[2].eq(Mux(three, B, yv)),
                              self.o.payload.last.eq(s1_last)]
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += self.done.eq(1)
