@@ -49,10 +49,11 @@ def beats(files: list[bytes]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def run(h: Harness, files: list[bytes], backpressure=0.0, seed=1):
-    """Decode ``files`` back to back; returns (result, [(code, pixels (n, 3), w, h), ...])."""
-    res = h.run({"i": beats(files)}, until=("status", len(files)), backpressure=backpressure,
-                seed=seed, max_cycles=200_000_000)
+def run(h: Harness, files: list[bytes], backpressure=0.0, seed=1, sidebands=None):
+    """Decode ``files`` back to back; returns (result, [(code, pixels (n, 3), w, h), ...]).
+    ``sidebands``: values beside the input bytes (e.g. ``{"scale": per byte}``)."""
+    res = h.run({"i": beats(files), **(sidebands or {})}, until=("status", len(files)),
+                backpressure=backpressure, seed=seed, max_cycles=200_000_000)
     assert res.complete, res.summary()
     codes = res.field("status", "code")
     sw, sh = res.field("status", "width"), res.field("status", "height")

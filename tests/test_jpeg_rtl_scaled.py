@@ -23,6 +23,7 @@ from sim.harness import Harness, parse_manifest
 from sim.toolchain import ensure_tools_on_path
 from test_jpeg_golden import encode, photo
 from test_jpeg_rtl import MH, MW, SUBS, TOP, beats, error_streams, header_variants
+from test_jpeg_rtl import run as run_files
 
 S = JpegStatus
 SCALES = [1, 2, 3]              # log2 of the denominator
@@ -54,23 +55,8 @@ def run(h: Harness, files: list[bytes], scales: list[int], backpressure=0.0, see
         first_only=False):
     """Decode ``files`` back to back, file n at scale 1 / 2**scales[n]; returns (result,
     [(code, pixels (n, 3), w, h), ...])."""
-    res = h.run({"i": beats(files), "scale": scale_values(files, scales, first_only, seed)},
-                until=("status", len(files)), backpressure=backpressure, seed=seed,
-                max_cycles=200_000_000)
-    assert res.complete, res.summary()
-    codes = res.field("status", "code")
-    sw, sh = res.field("status", "width"), res.field("status", "height")
-    o = res.outputs["o"].astype(np.uint32)
-    px = np.stack([o & 0xFF, (o >> 8) & 0xFF, (o >> 16) & 0xFF], -1).astype(np.uint8)
-    last = (o >> 24) & 1
-    owner = np.searchsorted(res.beat_cycles["status"], res.beat_cycles["o"], side="right")
-    images = []
-    for n in range(len(files)):
-        sel = owner == n
-        if int(codes[n]) == 0:
-            assert last[sel].sum() == 1 and last[sel][-1] == 1, f"image {n}: last"
-        images.append((int(codes[n]), px[sel], int(sw[n]), int(sh[n])))
-    return res, images
+    return run_files(h, files, backpressure, seed,
+                     {"scale": scale_values(files, scales, first_only, seed)})
 
 
 def check(h: Harness, files: list[bytes], scales: list[int], backpressure=0.0, seed=1,
