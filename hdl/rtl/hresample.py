@@ -6,12 +6,12 @@ the cost per input pixel is one clock whatever the ratio. Gather mode (upscale) 
 three input pixels and computes one output per step.
 
 Pipeline (all stages advance together when the output register is free):
-table entry → weights and operands (S0) → products (S1) → accumulate / sum, clip8 → output
-register.
+table entry → weights and operands (S0) → products (S1) → accumulate / first adds (S2) → last add,
+clip8 → output register.
 """
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,12 +49,25 @@ class HResample(wiring.Component):
         fire = can_step & (~entry.adv | self.i.valid)
         m.d.comb += self.i.ready.eq(can_step & entry.adv)
 
-        next_step = Mux(step == self.steps - 1, 0, step + 1)
-        m.d.comb += rd.addr.eq(Mux(fire, next_step, step) + self.bank * self.depth)
+        # The table addresses of `step` and of the step after it are kept in registers, so that
+        # the table's output (`adv`, hence `fire`) only picks one of them: no compare or adder
+        # between the table memory's output and its address.
+        def wrap(v):
+            return Mux(v == self.steps - 1, 0, v + 1)
+        tbl_base = self.bank * self.depth
+        nstep = Signal(range(self.depth))
+        addr_cur = Signal(range(self.depth * self.banks))
+        addr_nxt = Signal(range(self.depth * self.banks))
+        # Before the job runs, the table is read at `step` directly (and the registers load).
+        m.d.comb += rd.addr.eq(Mux(primed, Mux(fire, addr_nxt, addr_cur), step + tbl_base))
+        with m.If(~primed):
+            m.d.sync += [nstep.eq(wrap(step)), addr_cur.eq(step + tbl_base),
+                         addr_nxt.eq(wrap(step) + tbl_base)]
+        with m.Elif(fire):
+            m.d.sync += [step.eq(nstep), nstep.eq(wrap(nstep)), addr_cur.eq(addr_nxt),
+                         addr_nxt.eq(wrap(nstep) + tbl_base)]
         # One cycle of reading `step` once the job runs: the table was just written.
         m.d.sync += primed.eq(self.run)
-        with m.If(fire):
-            m.d.sync += step.eq(next_step)
 
         # Window of the last three input pixels; window[2] is the newest.
         window = [Signal(Pixel, name=f"win{j}") for j in range(3)]
@@ -101,17 +114,27 @@ class HResample(wiring.Component):
             for c in range(3):
                 base = Mux(s1_init[l], BIAS, acc[l][c])
                 m.d.comb += sums[l][c].eq(base + prod[l][c])
-        result = []
-        for c in range(3):
-            total = Const(BIAS, ACC) + prod[0][c] + prod[1][c] + prod[2][c]
-            lane_sum = Array(sums[l][c] for l in range(LANES))[s1_lane]
-            result.append(clip8(Mux(gather, total, lane_sum)))
-
+        # S2: the first adds (gather: BIAS + p0 and p1 + p2; scatter: the emitted lane's sum),
+        # registered; then the last add, clip8 and the output register.
+        wide = signed(ACC.width + 2)
+        s2_emit = Signal()
+        s2_x = [Signal(wide, name=f"s2_x{c}") for c in range(3)]
+        s2_y = [Signal(wide, name=f"s2_y{c}") for c in range(3)]
         with m.If(en):
-            m.d.sync += self.o.valid.eq(s1_valid & s1_emit)
+            m.d.sync += s2_emit.eq(s1_valid & s1_emit)
             with m.If(s1_valid):
                 with m.If(~gather):
                     m.d.sync += [acc[l][c].eq(sums[l][c]) for l in range(LANES) for c in range(3)]
                 with m.If(s1_emit):
-                    m.d.sync += [self.o.payload[c].eq(result[c]) for c in range(3)]
+                    for c in range(3):
+                        lane_sum = Array(sums[l][c] for l in range(LANES))[s1_lane]
+                        m.d.sync += [
+                            s2_x[c].eq(Mux(gather, Const(BIAS, ACC) + prod[0][c], lane_sum)),
+                            s2_y[c].eq(Mux(gather, prod[1][c] + prod[2][c], 0)),
+                        ]
+
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(s2_emit)
+            with m.If(s2_emit):
+                m.d.sync += [self.o.payload[c].eq(clip8(s2_x[c] + s2_y[c])) for c in range(3)]
         return m

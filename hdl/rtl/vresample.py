@@ -8,7 +8,8 @@ does not consume a row re-reads the ring.
 
 Pipeline: row start (load the row's step into a register, one clock) → tick (read memories at
 x, products of the incoming pixel) → S1 (scatter: accumulate
-and write back; gather: tap products) → S2 (gather: sum) → clip8 → output register.
+and write back; gather: nothing yet) → S2 (gather: lane rows registered) → S3 (taps selected)
+→ S4 (tap products) → sum, clip8 → output register.
 """
 from __future__ import annotations
 
@@ -119,29 +120,58 @@ class VResample(wiring.Component):
                 m.d.comb += [wp.data[c].eq(sums[l][c]) for c in range(3)]
                 m.d.comb += wp.en.eq(en & s1_valid)
 
-        s2_valid = Signal()
+        # Gather after S1 (scatter results ride along): S2 registers the lane rows' read data
+        # straight out of the memories (no logic between block RAM and flip-flop), S3 selects
+        # the taps by ring slot, S4 forms the products, then sum, clip8 and the output
+        # register. Every stage advances with `en`: one pixel per clock, three clocks more
+        # latency than forming the products in S1.
         s2_emit = Signal()
-        s2_gather_prod = [[Signal(ACC, name=f"s2_prod{j}_{c}") for c in range(3)] for j in range(3)]
         s2_scatter = Signal(Pixel)
-        rows_by_slot = Array(mem_rows)
+        s2_rows = [[Signal(8, name=f"s2_row{l}_{c}") for c in range(3)] for l in range(LANES)]
+        s2 = Signal(data.StructLayout({
+            "adv": 1, "w": data.ArrayLayout(weights[0].shape(), 3), "pix": Pixel,
+            "slot": data.ArrayLayout(2, 3),
+        }))
         with m.If(en):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_emit.eq(s1_valid & s1.emit)]
+            m.d.sync += s2_emit.eq(s1_valid & s1.emit)
             with m.If(s1_valid):
+                m.d.sync += [s2.adv.eq(s1.adv), s2.w.eq(s1.w), s2.pix.eq(s1.pix),
+                             s2.slot.eq(s1.slot)]
                 for c in range(3):
                     lane_sum = Array(sums[l][c] for l in range(LANES))[s1.lane]
                     m.d.sync += s2_scatter[c].eq(clip8(lane_sum))
-                    for j in range(3):
-                        tap = rows_by_slot[s1.slot[j]][c][:8]
-                        if j == 2:
-                            tap = Mux(s1.adv, s1.pix[c], tap)
-                        m.d.sync += s2_gather_prod[j][c].eq(s1.w[j] * tap)
+                    for l in range(LANES):
+                        m.d.sync += s2_rows[l][c].eq(mem_rows[l][c][:8])
 
-        # S2 → output register.
+        s3_emit = Signal()
+        s3_scatter = Signal(Pixel)
+        s3_w = Signal(data.ArrayLayout(weights[0].shape(), 3))
+        s3_tap = [[Signal(8, name=f"s3_tap{j}_{c}") for c in range(3)] for j in range(3)]
         with m.If(en):
-            m.d.sync += self.o.valid.eq(s2_valid & s2_emit)
-            with m.If(s2_valid & s2_emit):
+            m.d.sync += [s3_emit.eq(s2_emit), s3_scatter.eq(s2_scatter), s3_w.eq(s2.w)]
+            for c in range(3):
+                rows_by_slot = Array(s2_rows[l][c] for l in range(LANES))
+                for j in range(3):
+                    tap = rows_by_slot[s2.slot[j]]
+                    if j == 2:
+                        tap = Mux(s2.adv, s2.pix[c], tap)
+                    m.d.sync += s3_tap[j][c].eq(tap)
+
+        s4_emit = Signal()
+        s4_scatter = Signal(Pixel)
+        s4_prod = [[Signal(ACC, name=f"s4_prod{j}_{c}") for c in range(3)] for j in range(3)]
+        with m.If(en):
+            m.d.sync += [s4_emit.eq(s3_emit), s4_scatter.eq(s3_scatter)]
+            for c in range(3):
+                for j in range(3):
+                    m.d.sync += s4_prod[j][c].eq(s3_w[j] * s3_tap[j][c])
+
+        # S4 → output register.
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(s4_emit)
+            with m.If(s4_emit):
                 for c in range(3):
-                    total = (Const(BIAS, ACC) + s2_gather_prod[0][c] + s2_gather_prod[1][c]
-                             + s2_gather_prod[2][c])
-                    m.d.sync += self.o.payload[c].eq(Mux(gather, clip8(total), s2_scatter[c]))
+                    total = (Const(BIAS, ACC) + s4_prod[0][c] + s4_prod[1][c]
+                             + s4_prod[2][c])
+                    m.d.sync += self.o.payload[c].eq(Mux(gather, clip8(total), s4_scatter[c]))
         return m
