@@ -23,19 +23,11 @@ from sim.harness import Harness, parse_manifest
 from sim.toolchain import ensure_tools_on_path
 from test_jpeg_golden import encode, photo
 from test_jpeg_rtl import MH, MW, SUBS, TOP, beats, error_streams, header_variants
+from test_jpeg_rtl import dec  # noqa: F401  (the same decoder build, as a fixture)
 from test_jpeg_rtl import run as run_files
 
 S = JpegStatus
 SCALES = [1, 2, 3]              # log2 of the denominator
-
-
-@pytest.fixture(scope="module")
-def dec() -> Harness:
-    ensure_tools_on_path()
-    text = verilog.convert(JpegDecoder(MW, MH), name=TOP)
-    h = Harness(text, manifest(TOP))
-    h.build()
-    return h
 
 
 def scale_values(files: list[bytes], scales: list[int], first_only=False, seed=0) -> np.ndarray:

@@ -99,6 +99,22 @@ def _descale(x, n: int):
     return (x + (1 << (n - 1))) >> n if n else x
 
 
+def _idct_pass(m: Module, d, sz, shifts, name: str) -> list[Signal]:
+    """One 1-D pass at the block's IDCT size (``sz`` = log2 of 8/4/2/1): the size's outputs,
+    descaled by ``shifts[sz]``; outputs past the size are left zero."""
+    outs = {3: islow_1d(d), 2: red4_1d(d), 1: red2_1d(d), 0: [d[0]]}
+    res = []
+    for i in range(8):
+        v = Signal(signed(WS_BITS), name=f"{name}_{i}")
+        with m.Switch(sz):
+            for size, o in outs.items():
+                if i < len(o):
+                    with m.Case(size):
+                        m.d.comb += v.eq(_descale(o[i], shifts[size]))
+        res.append(v)
+    return res
+
+
 class BlockIdct(wiring.Component):
     def __init__(self):
         super().__init__({
@@ -188,14 +204,7 @@ class BlockIdct(wiring.Component):
         d_in = []
         for r in range(8):
             d_in.append(Mux(rmask.bit_select(Cat(c1, Const(r, 3)), 1), coef_rd[r], 0))
-        outs1 = {3: islow_1d(d_in), 2: red4_1d(d_in), 1: red2_1d(d_in), 0: [d_in[0]]}
-        for r in range(8):
-            v = Signal(signed(WS_BITS), name=f"p1_{r}")
-            with m.Switch(sz1):
-                for sz, outs in outs1.items():
-                    if r < len(outs):
-                        with m.Case(sz):
-                            m.d.comb += v.eq(_descale(outs[r], _SH1[sz]))
+        for r, v in enumerate(_idct_pass(m, d_in, sz1, _SH1, "p1")):
             w = wsmem.write_port()
             m.d.comb += [w.addr.eq(Cat(c1, Const(r, 3))), w.data.eq(v), w.en.eq(p1)]
         # the columns pass 2 reads: all for 8x8; not 4 for 4x4; 0, 1, 3, 5, 7 for 2x2; 0 for 1x1
@@ -221,16 +230,8 @@ class BlockIdct(wiring.Component):
             rp = wsmem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(Cat(Const(c, 3), r2))
             d2.append(rp.data)
-        outs2 = {3: islow_1d(d2), 2: red4_1d(d2), 1: red2_1d(d2), 0: [d2[0]]}
-        samples = []
-        for c in range(8):
-            y = Signal(signed(WS_BITS), name=f"p2_{c}")
-            with m.Switch(sz2):
-                for sz, outs in outs2.items():
-                    if c < len(outs):
-                        with m.Case(sz):
-                            m.d.comb += y.eq(_descale(outs[c], _SH2[sz]))
-            samples.append(range_limit(m, y, f"px{c}"))
+        samples = [range_limit(m, y, f"px{c}")
+                   for c, y in enumerate(_idct_pass(m, d2, sz2, _SH2, "p2"))]
         line = Signal(5)
         with m.Switch(sz2):
             for sz in range(4):
