@@ -247,6 +247,16 @@ def add_commands(sub) -> None:
                    help="exit 0 even when timing is not met")
     b.set_defaults(func=cmd_bitstream)
 
+    from hdl.board import block_timing
+    t = sub.add_parser(
+        "block-timing", help="Fmax of one pipeline block alone (minutes, not a board build)",
+        description="Synthesize, place and route one block of the pipeline on its own on the "
+                    "ULX3S's ECP5-85F, every port registered, and print its Fmax, utilization "
+                    "and critical path: the loop for timing work on one block. Needs the fpga "
+                    "extra.")
+    block_timing.add_arguments(t)
+    t.set_defaults(func=block_timing.run_cli)
+
     s = sub.add_parser("sim-board", help="run the simulated board on a pseudo-terminal",
                        description="Start the Verilator model of the board top with its UART "
                                    "on a pseudo-terminal, for --backend fpga --port.")
