@@ -41,12 +41,13 @@ gen: $(STAMP)
 coverage: $(STAMP)
 	$(PY) -m sim.coverage
 
-# The full imagenet preset (8192-wide JPEG decoder) does not fit the 85F; these variants do.
+# The full imagenet preset (8192-wide JPEG decoder) does not fit the 85F; these variants do:
+# the host decodes (inputs to 8192x8192), or the on-chip decoder with inputs to 2048x2048.
 # Timing is not met yet (see bitstreams/README.md), so the reports are written regardless.
 bitstream: $(STAMP)
 	$(PY) -m pip install -q -e '.[fpga]'
 	$(VENV)/bin/preba bitstream --board ulx3s-85f --pipeline imagenet --no-jpeg-decoder --allow-timing-fail
-	$(VENV)/bin/preba bitstream --board ulx3s-85f --pipeline imagenet --max-size 1024 --allow-timing-fail
+	$(VENV)/bin/preba bitstream --board ulx3s-85f --pipeline imagenet --max-size 2048 --allow-timing-fail
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -225,8 +225,9 @@ def test_flow_control_slow_output(dec):
 
 def test_throughput_1024x768():
     """Clocks per output pixel and per file pixel of a 1024x768 4:2:0 q75 photo at each scale,
-    decoder alone (output always ready). Full size is bound by the raster (one pixel per clock),
-    1/2 by the IDCT (4 x 11 + 2 x 16 clocks per MCU), 1/4 and 1/8 by the entropy decoder."""
+    decoder alone (output always ready). Full size is bound by the raster (one pixel per clock)
+    and, at this quality, nearly as much by the entropy decoder (4 clocks per symbol); 1/2, 1/4
+    and 1/8 by the entropy decoder alone."""
     from pyhost.bench_suite import photo_like
     ensure_tools_on_path()
     h = Harness(verilog.convert(JpegDecoder(1024, 1024), name=TOP), manifest(TOP))
@@ -247,7 +248,10 @@ def test_throughput_1024x768():
                                  "per_file_pixel": round(cycles / (1024 * 768), 4)}
     print(json.dumps(report))
     per_file = [r["per_file_pixel"] for r in report.values()]
-    assert per_file[0] < 1.05 and per_file[1] < 0.35 and per_file[2] < 0.3 and per_file[3] < 0.3
+    # The entropy decoder takes 4 clocks per symbol (its loop cut into 4 phases for 100 MHz), so
+    # it bounds 1/2 as well: measured 1.0906, 0.9513, 0.9467, 0.9454 (were 1.0087, 0.3349,
+    # 0.2952, 0.2792 at 1 symbol/clock).
+    assert per_file[0] < 1.12 and per_file[1] < 1.0 and per_file[2] < 1.0 and per_file[3] < 1.0
 
 
 def _idct_rows(blocks, comps, q, ls, cs):

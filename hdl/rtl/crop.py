@@ -24,15 +24,22 @@ class Crop(wiring.Component):
         m = Module()
         x = Signal(16)
         y = Signal(16)
-        inside = ((x >= self.x0) & (x < self.x0 + self.out_w)
-                  & (y >= self.y0) & (y < self.y0 + self.out_h))
+        # The window's ends and in_w - 1 registered from the (per-job constant) geometry,
+        # stable from the job's CHECK on, cycles before the first pixel: no add in front of
+        # the compares.
+        x_end = Signal(17, reset_less=True)
+        y_end = Signal(17, reset_less=True)
+        w_m1 = Signal(17, reset_less=True)
+        m.d.sync += [x_end.eq(self.x0 + self.out_w), y_end.eq(self.y0 + self.out_h),
+                     w_m1.eq(self.in_w - 1)]
+        inside = (x >= self.x0) & (x < x_end) & (y >= self.y0) & (y < y_end)
         en = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(en)
         with m.If(en):
             m.d.sync += self.o.valid.eq(self.i.valid & inside)
             with m.If(self.i.valid):
                 m.d.sync += self.o.payload.eq(self.i.payload)
-                with m.If(x == self.in_w - 1):
+                with m.If(x == w_m1):
                     m.d.sync += [x.eq(0), y.eq(y + 1)]
                 with m.Else():
                     m.d.sync += x.eq(x + 1)

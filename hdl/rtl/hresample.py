@@ -5,19 +5,31 @@ Runs the per-row step schedule of :mod:`hdl.resample` from a table memory. Scatt
 the cost per input pixel is one clock whatever the ratio. Gather mode (upscale) keeps the last
 three input pixels and computes one output per step.
 
-Pipeline (all stages advance together when the output register is free):
-table entry → weights and operands (S0) → products (S1) → accumulate / first adds (S2) → last add,
-clip8 → output register.
+The schedule is walked in order, so the table is read ahead: the current step's entry sits in
+registers and the next one in the block RAMs' output, and a step that fires (`fire`) moves the
+next entry into the registers and reads the one after it. `fire`, `adv` and the weights
+therefore come from flip-flops; the table's read data goes straight into registers.
+
+Pipeline (every stage advances with ``en``, which comes from the output skid buffer's flip-flop
+rather than from the downstream ``ready``):
+
+- fire: the step's weights and operands (the window or the incoming pixel) → S0;
+- S0 → S1: the two partial products of each weight x sample (one MULT18X18D each);
+- S1 → S2: the partial products joined into the products;
+- S2 → S3: scatter: lane accumulators (and the emitted lane's sum); gather: ``BIAS + p0`` and
+  ``p1 + p2``;
+- S3 → S4: the last add;
+- S4 → output: clip8 into the output register (or the skid register while the output waits).
 """
 from __future__ import annotations
 
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, wiring
 
 from ..resample import GATHER, LANES
-from .layouts import Pixel, StepLayout
-from .resample_common import ACC, BIAS, clip8, step_table, unit_members
+from .layouts import Pixel
+from .resample_common import (ACC, BIAS, W_LO, StepTable, clip8, join_products, output_skid,
+                              partial_products, unit_members)
 
 
 class HResample(wiring.Component):
@@ -28,6 +40,10 @@ class HResample(wiring.Component):
     ``banks`` > 1 the table holds that many schedules and ``bank`` picks the one to run (the
     next job's schedule loads into another bank meanwhile). A
     ``ResetInserter`` around the unit empties it between jobs.
+
+    Table timing: while ``run`` is low the unit keeps reading step 0 of ``bank``, and it takes
+    that read in the first clock of ``run``; so the table (step 0 at least) must be written,
+    and ``bank`` set, one clock before ``run`` rises; ``steps`` must be valid with ``run``.
     """
 
     def __init__(self, depth: int, banks: int = 1):
@@ -37,37 +53,40 @@ class HResample(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rd = step_table(m, self)
+        tbl = StepTable(m, self)
+        en, push, out_data = output_skid(m, self.o)
 
         gather = self.mode == GATHER
-        step = Signal(range(self.depth))
-        primed = Signal()           # rd.data holds the entry of `step`
-        entry = rd.data
+        primed = Signal()           # the registers hold the current step, the RAMs the next
+        entry = tbl.entry
 
-        en = ~self.o.valid | self.o.ready
         can_step = self.run & primed & en
-        fire = can_step & (~entry.adv | self.i.valid)
+        fire = Signal()
+        m.d.comb += fire.eq(can_step & (~entry.adv | self.i.valid))
         m.d.comb += self.i.ready.eq(can_step & entry.adv)
 
-        # The table addresses of `step` and of the step after it are kept in registers, so that
-        # the table's output (`adv`, hence `fire`) only picks one of them: no compare or adder
-        # between the table memory's output and its address.
-        def wrap(v):
-            return Mux(v == self.steps - 1, 0, v + 1)
-        tbl_base = self.bank * self.depth
-        nstep = Signal(range(self.depth))
-        addr_cur = Signal(range(self.depth * self.banks))
-        addr_nxt = Signal(range(self.depth * self.banks))
-        # Before the job runs, the table is read at `step` directly (and the registers load).
-        m.d.comb += rd.addr.eq(Mux(primed, Mux(fire, addr_nxt, addr_cur), step + tbl_base))
-        with m.If(~primed):
-            m.d.sync += [nstep.eq(wrap(step)), addr_cur.eq(step + tbl_base),
-                         addr_nxt.eq(wrap(step) + tbl_base)]
-        with m.Elif(fire):
-            m.d.sync += [step.eq(nstep), nstep.eq(wrap(nstep)), addr_cur.eq(addr_nxt),
-                         addr_nxt.eq(wrap(nstep) + tbl_base)]
-        # One cycle of reading `step` once the job runs: the table was just written.
+        # Read-ahead: `rd_step` is the step whose read is issued at the next firing; its
+        # address is kept alongside, so no adder sits in front of the table's address.
+        def base(s):
+            return Mux(self.bank, self.depth + s, s) if self.banks > 1 else s
+
+        rd_step = Signal(range(self.depth))
+        rd_addr = Signal(range(self.depth * self.banks))
+        last = rd_step == self.steps - 1
+        one = self.steps == 1
         m.d.sync += primed.eq(self.run)
+        with m.If(primed):
+            m.d.comb += [tbl.addr.eq(rd_addr), tbl.en.eq(fire), tbl.cap.eq(fire)]
+            with m.If(fire):
+                m.d.sync += [rd_step.eq(Mux(last, 0, rd_step + 1)),
+                             rd_addr.eq(Mux(last, base(0), rd_addr + 1))]
+        with m.Else():
+            # Before the job runs, step 0 is read every clock; the first clock of `run` takes
+            # it into the registers and reads step 1 (step 0 again for a one-step schedule).
+            m.d.comb += [tbl.addr.eq(Mux(self.run & ~one, base(1), base(0))), tbl.en.eq(1),
+                         tbl.cap.eq(self.run)]
+            two = self.steps <= 2
+            m.d.sync += [rd_step.eq(Mux(two, 0, 2)), rd_addr.eq(Mux(two, base(0), base(2)))]
 
         # Window of the last three input pixels; window[2] is the newest.
         window = [Signal(Pixel, name=f"win{j}") for j in range(3)]
@@ -77,8 +96,7 @@ class HResample(wiring.Component):
         with m.If(fire & entry.adv):
             m.d.sync += [window[j].eq(shifted[j]) for j in range(3)]
 
-        # S0: the step's weights and operands, registered so that the table memory's output
-        # does not feed the multipliers in the same clock (the long path on an FPGA).
+        # S0: the step's weights and operands.
         s0_valid = Signal()
         s0 = Signal(data.StructLayout({
             "emit": 1, "lane": 2, "init": LANES,
@@ -94,47 +112,53 @@ class HResample(wiring.Component):
                 # Scatter: every lane weighs the newest pixel; gather: lane l weighs window[l].
                 m.d.sync += s0.op[l].eq(Mux(gather, new_window[l], new_window[2]))
 
-        # S1: products.
-        s1_valid = Signal()
-        s1_emit = Signal()
-        s1_lane = Signal(2)
-        s1_init = Signal(LANES)
+        # S1: partial products; S2: products.
+        ctl = data.StructLayout({"valid": 1, "emit": 1, "lane": 2, "init": LANES})
+        s1 = Signal(ctl)
+        s2 = Signal(ctl)
+        lo = [[Signal(unsigned(W_LO + 8), name=f"lo{l}_{c}") for c in range(3)]
+              for l in range(LANES)]
+        hi = [[Signal(signed(17), name=f"hi{l}_{c}") for c in range(3)] for l in range(LANES)]
         prod = [[Signal(ACC, name=f"prod{l}_{c}") for c in range(3)] for l in range(LANES)]
         with m.If(en):
-            m.d.sync += s1_valid.eq(s0_valid)
-            with m.If(s0_valid):
-                m.d.sync += [s1_emit.eq(s0.emit), s1_lane.eq(s0.lane), s1_init.eq(s0.init)]
-                for l in range(LANES):
-                    for c in range(3):
-                        m.d.sync += prod[l][c].eq(s0.w[l] * s0.op[l][c])
+            m.d.sync += [s1.valid.eq(s0_valid), s1.emit.eq(s0.emit), s1.lane.eq(s0.lane),
+                         s1.init.eq(s0.init), s2.eq(s1)]
+            for l in range(LANES):
+                for c in range(3):
+                    p_lo, p_hi = partial_products(s0.w[l], s0.op[l][c])
+                    m.d.sync += [lo[l][c].eq(p_lo), hi[l][c].eq(p_hi),
+                                 prod[l][c].eq(join_products(lo[l][c], hi[l][c]))]
 
         acc = [[Signal(ACC, name=f"acc{l}_{c}") for c in range(3)] for l in range(LANES)]
         sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]
         for l in range(LANES):
             for c in range(3):
-                base = Mux(s1_init[l], BIAS, acc[l][c])
-                m.d.comb += sums[l][c].eq(base + prod[l][c])
-        # S2: the first adds (gather: BIAS + p0 and p1 + p2; scatter: the emitted lane's sum),
-        # registered; then the last add, clip8 and the output register.
+                base_acc = Mux(s2.init[l], BIAS, acc[l][c])
+                m.d.comb += sums[l][c].eq(base_acc + prod[l][c])
+        # S3: the first adds (gather: BIAS + p0 and p1 + p2; scatter: the emitted lane's sum).
         wide = signed(ACC.width + 2)
-        s2_emit = Signal()
-        s2_x = [Signal(wide, name=f"s2_x{c}") for c in range(3)]
-        s2_y = [Signal(wide, name=f"s2_y{c}") for c in range(3)]
+        s3_emit = Signal()
+        s3_x = [Signal(wide, name=f"s3_x{c}") for c in range(3)]
+        s3_y = [Signal(wide, name=f"s3_y{c}") for c in range(3)]
         with m.If(en):
-            m.d.sync += s2_emit.eq(s1_valid & s1_emit)
-            with m.If(s1_valid):
+            m.d.sync += s3_emit.eq(s2.valid & s2.emit)
+            with m.If(s2.valid):
                 with m.If(~gather):
                     m.d.sync += [acc[l][c].eq(sums[l][c]) for l in range(LANES) for c in range(3)]
-                with m.If(s1_emit):
+                with m.If(s2.emit):
                     for c in range(3):
-                        lane_sum = Array(sums[l][c] for l in range(LANES))[s1_lane]
+                        lane_sum = Array(sums[l][c] for l in range(LANES))[s2.lane]
                         m.d.sync += [
-                            s2_x[c].eq(Mux(gather, Const(BIAS, ACC) + prod[0][c], lane_sum)),
-                            s2_y[c].eq(Mux(gather, prod[1][c] + prod[2][c], 0)),
+                            s3_x[c].eq(Mux(gather, Const(BIAS, ACC) + prod[0][c], lane_sum)),
+                            s3_y[c].eq(Mux(gather, prod[1][c] + prod[2][c], 0)),
                         ]
 
+        # S4: the last add; then clip8 into the output register (through the skid buffer).
+        s4_emit = Signal()
+        s4_total = [Signal(signed(wide.width + 1), name=f"s4_total{c}") for c in range(3)]
         with m.If(en):
-            m.d.sync += self.o.valid.eq(s2_emit)
-            with m.If(s2_emit):
-                m.d.sync += [self.o.payload[c].eq(clip8(s2_x[c] + s2_y[c])) for c in range(3)]
+            m.d.sync += s4_emit.eq(s3_emit)
+            m.d.sync += [s4_total[c].eq(s3_x[c] + s3_y[c]) for c in range(3)]
+        m.d.comb += push.eq(s4_emit)
+        m.d.comb += [out_data[c].eq(clip8(s4_total[c])) for c in range(3)]
         return m

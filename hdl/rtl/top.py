@@ -1,7 +1,19 @@
 """The preprocessing core generated from a pipeline spec.
 
-``cfg`` words (see :mod:`hdl.job`) → job sequencer → pixel gate → [resize | crop] → tensor
-layout → [normalize → output convert] → ``out``; one ``status`` word per job.
+``cfg`` words (see :mod:`hdl.job`) → job sequencer → pixel gate → skid → [resize | crop →
+skid] → tensor layout → [skid → normalize → output convert] → skid → ``out``; one ``status``
+word per job.
+
+Register stages of the core's own logic (each unit documents its own): the skids are two-entry
+register slices whose ``ready`` is a register too, so the handshake's ready path never runs from
+``out`` through the whole datapath into the pixel source (or the JPEG decoder); the pixel gate
+decides the frame's end from registered last-column/last-row flags; the loader ends a table on a
+registered flag; the header checks are registered from the bank before CHECK; the watchdog sees
+the handshakes one clock late (and compensates, so STALL comes on the same cycle); the table
+writes reach the resample units' memories through one register stage; the between-jobs clear
+that resets the datapath is a register. None of these changes a cycle count per pixel or per
+job's feed: the skids add one clock of latency each, the clear happens in the runner's first
+IDLE cycle.
 
 The sequencer makes the core hang-proof: every job ends with a status word, a bad header or a
 frame of the wrong length drains the ``pix`` stream up to ``last``, and a watchdog turns a
@@ -24,8 +36,8 @@ from ..resample import STEP_WORDS
 from ..spec import PipelineSpec
 from .crop import Crop
 from .hresample import HResample
-from .layouts import PixelIn, StepLayout, Tag, tensor_beat
-from .normalize import Normalize
+from .layouts import Pixel, PixelIn, StepLayout, Tag, tensor_beat
+from .normalize import Normalize, TaggedPixel
 from .tensor_layout import TensorLayout
 from .vresample import VResample
 
@@ -52,6 +64,29 @@ def table_depths(spec: PipelineSpec) -> tuple[int, int]:
     return spec.max_width + spec.out_width_limit, spec.max_height + out_h
 
 
+class Skid(wiring.Component):
+    """A two-entry register slice: ``o`` is a register and ``i.ready`` is one too, so neither
+    the payload nor the ready path crosses it combinationally. Full rate: a beat that arrives
+    while ``o`` stalls waits in the second entry, and ``i.ready`` drops only then."""
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        buf = Signal.like(self.i.payload, reset_less=True)
+        buf_valid = Signal()
+        m.d.comb += self.i.ready.eq(~buf_valid)
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(buf_valid):
+                m.d.sync += [self.o.payload.eq(buf), self.o.valid.eq(1), buf_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~buf_valid):
+            m.d.sync += [buf.eq(self.i.payload), buf_valid.eq(1)]
+        return m
+
+
 class PreprocessCore(wiring.Component):
     def __init__(self, spec: PipelineSpec):
         self.spec = spec
@@ -69,7 +104,10 @@ class PreprocessCore(wiring.Component):
     def elaborate(self, platform):
         spec = self.spec
         m = Module()
-        clear = Signal()     # one cycle between jobs: empties the datapath
+        # One cycle between jobs empties the datapath: the cycle after the status word was
+        # taken (the runner's first IDLE cycle, so before the next job's CHECK). Registered:
+        # it resets every unit's registers, a net of high fanout.
+        clear = Signal()
         running = Signal()
         # The resample units prefetch their first table entry during CHECK, so the first
         # pixel can enter on the first cycle of RUN.
@@ -103,6 +141,10 @@ class PreprocessCore(wiring.Component):
         out_base = hdr[5]
 
         # ---- datapath -----------------------------------------------------------------------
+        # Register slices (Skid, registered ready) at the datapath's input, between the
+        # resampler (or crop) and the layout, between layout and normalize, and at ``out``:
+        # no ready path runs through more than a few units, and none from ``out`` or a unit
+        # into the pixel source.
         layout = unit("layout", TensorLayout(spec.output.layout))
         m.d.comb += [layout.base.eq(out_base), layout.out_w.eq(out_w), layout.out_h.eq(out_h)]
         handshakes = []
@@ -119,31 +161,52 @@ class PreprocessCore(wiring.Component):
         run_bank = Signal()             # bank the running job reads
         h_we = Signal()
         v_we = Signal()
+        skid_in = unit("skid_in", Skid(Pixel))
+        dp_in = skid_in.i
         if spec.resize is not None:
             hr = unit("hresample", HResample(h_depth, banks=TABLE_BANKS))
             vr = unit("vresample", VResample(v_depth, spec.out_width_limit, banks=TABLE_BANKS))
+            # Table writes are registered on their way to the units' memories: the loader's
+            # address add and bank select stay away from the block RAMs' setup.
+            h_addr_r = Signal.like(hr.tbl_addr)
+            v_addr_r = Signal.like(vr.tbl_addr)
+            tbl_data_r = Signal(StepLayout)
+            h_we_r = Signal()
+            v_we_r = Signal()
+            m.d.sync += [h_addr_r.eq(tab_idx + Mux(load_bank, h_depth, 0)),
+                         v_addr_r.eq(tab_idx + Mux(load_bank, v_depth, 0)),
+                         tbl_data_r.eq(tbl_data), h_we_r.eq(h_we), v_we_r.eq(v_we)]
             m.d.comb += [hr.run.eq(tables_ready), hr.steps.eq(h_steps), hr.mode.eq(h_mode),
                          hr.bank.eq(run_bank),
-                         hr.tbl_addr.eq(tab_idx + Mux(load_bank, h_depth, 0)),
-                         hr.tbl_data.eq(tbl_data), hr.tbl_we.eq(h_we),
+                         hr.tbl_addr.eq(h_addr_r), hr.tbl_data.eq(tbl_data_r),
+                         hr.tbl_we.eq(h_we_r),
                          vr.run.eq(tables_ready), vr.steps.eq(v_steps), vr.mode.eq(v_mode),
                          vr.width.eq(out_w), vr.bank.eq(run_bank),
-                         vr.tbl_addr.eq(tab_idx + Mux(load_bank, v_depth, 0)),
-                         vr.tbl_data.eq(tbl_data), vr.tbl_we.eq(v_we)]
+                         vr.tbl_addr.eq(v_addr_r), vr.tbl_data.eq(tbl_data_r),
+                         vr.tbl_we.eq(v_we_r)]
+            skid_mid = unit("skid_mid", Skid(Pixel))
+            wiring.connect(m, skid_in.o, hr.i)
             wiring.connect(m, hr.o, vr.i)
-            wiring.connect(m, vr.o, layout.i)
-            dp_in = hr.i
+            wiring.connect(m, vr.o, skid_mid.i)
+            wiring.connect(m, skid_mid.o, layout.i)
+            fired(hr.i)
             fired(hr.o)
             fired(vr.o)
+            fired(layout.i)
         elif spec.crop is not None:
             crop = unit("crop", Crop())
             m.d.comb += [crop.in_w.eq(in_w), crop.x0.eq(crop_x), crop.y0.eq(crop_y),
                          crop.out_w.eq(out_w), crop.out_h.eq(out_h)]
-            wiring.connect(m, crop.o, layout.i)
-            dp_in = crop.i
+            skid_mid = unit("skid_mid", Skid(Pixel))
+            wiring.connect(m, skid_in.o, crop.i)
+            wiring.connect(m, crop.o, skid_mid.i)
+            wiring.connect(m, skid_mid.o, layout.i)
+            fired(crop.i)
             fired(crop.o)
+            fired(layout.i)
         else:
-            dp_in = layout.i
+            wiring.connect(m, skid_in.o, layout.i)
+            fired(layout.i)
         fired(dp_in)
 
         consts = normalize_constants(spec)
@@ -155,19 +218,28 @@ class PreprocessCore(wiring.Component):
             from .convert import OutputConvert   # noqa: PLC0415 (only specs that convert)
             norm = unit("normalize", Normalize(*consts))
             conv = unit("convert", OutputConvert(spec.output.dtype, lanes=3, side_layout=Tag))
-            wiring.connect(m, layout.o, norm.i)
+            # A fourth slice between layout and normalize: the output slice's ready would
+            # otherwise pass convert's, normalize's and layout's enables on its way up.
+            skid_norm = unit("skid_norm", Skid(TaggedPixel))
+            wiring.connect(m, layout.o, skid_norm.i)
+            wiring.connect(m, skid_norm.o, norm.i)
             wiring.connect(m, norm.o, conv.i)
             fired(layout.o)
+            fired(norm.i)
             fired(norm.o)
             dp_out = conv.o
             out_data = conv.o.payload.data
             out_tag = conv.o.payload.side
+        skid_out = unit("skid_out", Skid(tensor_beat(self.element_bits)))
+        m.d.comb += [skid_out.i.valid.eq(dp_out.valid), dp_out.ready.eq(skid_out.i.ready),
+                     skid_out.i.payload.offset.eq(out_tag.offset),
+                     skid_out.i.payload.last.eq(out_tag.last)]
+        m.d.comb += [skid_out.i.payload.data[c].eq(out_data[c]) for c in range(3)]
+        fired(dp_out)
         out_fire = fired(self.out)
-        m.d.comb += [self.out.valid.eq(dp_out.valid & running),
-                     dp_out.ready.eq(self.out.ready & running),
-                     self.out.payload.offset.eq(out_tag.offset),
-                     self.out.payload.last.eq(out_tag.last)]
-        m.d.comb += [self.out.payload.data[c].eq(out_data[c]) for c in range(3)]
+        m.d.comb += [self.out.valid.eq(skid_out.o.valid & running),
+                     skid_out.o.ready.eq(self.out.ready & running),
+                     self.out.payload.eq(skid_out.o.payload)]
 
         # ---- job loader: cfg words into the free bank --------------------------------------
         # Two banks of header and tables: the next job loads while this one runs, so the table
@@ -185,16 +257,28 @@ class PreprocessCore(wiring.Component):
         words = [Signal(32, name=f"step_word{i}") for i in range(STEP_WORDS - 1)]
         m.d.comb += tbl_data.eq(Cat(*words, self.cfg.payload)[:StepLayout.size])
 
-        def load_table(count, depth, we, next_state):
-            with m.If(tab_idx == count):
+        # ``tab_end`` (tab_idx == this table's step count) is a register, kept with a compare
+        # against the count minus one, both set up when the previous part of the job is done,
+        # so the loader's state and cfg.ready do not wait on a compare against the bank.
+        tab_end = Signal()
+        cnt_m1 = Signal(17)
+
+        def start_table(count):
+            m.d.sync += [tab_end.eq(count == 0), cnt_m1.eq(count - 1)]
+
+        def load_table(next_count, depth, we, next_state):
+            with m.If(tab_end):
                 m.d.sync += [tab_idx.eq(0), sub.eq(0)]
+                if next_count is not None:
+                    start_table(next_count)
                 m.next = next_state
             with m.Else():
                 m.d.comb += self.cfg.ready.eq(1)
                 with m.If(self.cfg.valid):
                     with m.If(sub == STEP_WORDS - 1):
                         m.d.comb += we.eq(tab_idx < depth)
-                        m.d.sync += [sub.eq(0), tab_idx.eq(tab_idx + 1)]
+                        m.d.sync += [sub.eq(0), tab_idx.eq(tab_idx + 1),
+                                     tab_end.eq(tab_idx == cnt_m1)]
                     with m.Else():
                         m.d.sync += sub.eq(sub + 1)
                         for i in range(STEP_WORDS - 1):
@@ -217,12 +301,13 @@ class PreprocessCore(wiring.Component):
                         if spec.jpeg_decoder:
                             m.d.comb += scale_push.eq(ld_hdr[3][2])     # a JPEG job
                         m.d.sync += [word_idx.eq(0), tab_idx.eq(0), sub.eq(0)]
+                        start_table(ld_h_steps)
                         m.next = "HTAB" if spec.resize is not None else "LOADED"
             if spec.resize is not None:
                 with m.State("HTAB"):
-                    load_table(ld_h_steps, h_depth, h_we, "VTAB")
+                    load_table(ld_v_steps, h_depth, h_we, "VTAB")
                 with m.State("VTAB"):
-                    load_table(ld_v_steps, v_depth, v_we, "LOADED")
+                    load_table(None, v_depth, v_we, "LOADED")
             with m.State("LOADED"):
                 m.d.comb += set_full.bit_select(load_bank, 1).eq(1)
                 m.d.sync += load_bank.eq(~load_bank)
@@ -274,38 +359,68 @@ class PreprocessCore(wiring.Component):
         dec_done = Signal()        # the decoder's status beat for this job has been taken
         px = Signal(16)
         py = Signal(16)
+        # Registered "px/py is the last column/row" flags, kept up to date with compares
+        # against in_w - 2 / in_h - 2 computed once per job in CHECK, so the pixel gate sees
+        # the frame's end without a subtract and compare in front of it.
+        x_last = Signal()
+        y_last = Signal()
+        w_m2 = Signal(16)
+        h_m2 = Signal(16)
+        w_is_1 = Signal()
         in_done = Signal()
         out_done = Signal()
         draining = Signal()
         long_frame = Signal()
+        # The watchdog runs one clock behind: ``watchdog`` holds last cycle's count and
+        # ``busy_r`` whether last cycle made progress (or waited on the host), both registers,
+        # so the wide OR of every unit's handshake only feeds a flip-flop. The count the
+        # sequencer acts on, ``busy_r ? 0 : watchdog + 1``, is exactly the unregistered one.
         watchdog = Signal(range(WATCHDOG_CYCLES + 1))
+        busy_r = Signal()
         feed_cycles = Signal(32)
         run_cycles = Signal(32)
 
-        at_end = (px == in_w - 1) & (py == in_h - 1)
+        at_end = x_last & y_last
         gate_open = running & ~in_done & ~draining
         progress = Signal()
         m.d.comb += progress.eq(Cat(*handshakes).any())
 
+        m.d.sync += clear.eq(0)
+        # The header checks, registered every cycle from the bank the runner takes next: that
+        # bank is full (so unchanging) for at least the IDLE cycle before CHECK, so in CHECK
+        # the flags are those of ``hdr`` without their compares in front of the runner's state.
+        run_hdr = [Mux(run_bank, bank_hdr[1][i], bank_hdr[0][i]) for i in range(HEADER_WORDS)]
+        r_in_w, r_in_h = run_hdr[0][:16], run_hdr[0][16:]
+        r_out_w, r_out_h = run_hdr[1][:16], run_hdr[1][16:]
+        r_h_steps, r_v_steps = run_hdr[2][:16], run_hdr[2][16:]
+        r_crop_x, r_crop_y = run_hdr[4][:16], run_hdr[4][16:]
+        bad_dims = Signal()
+        bad_table = Signal()
+        bad_dims_c = ((r_in_w == 0) | (r_in_w > spec.max_width) | (r_in_h == 0)
+                      | (r_in_h > spec.max_height) | (r_out_w == 0)
+                      | (r_out_w > spec.out_width_limit) | (r_out_h == 0))
+        if spec.resize is not None:
+            m.d.sync += bad_table.eq((r_h_steps == 0) | (r_h_steps > h_depth)
+                                     | (r_v_steps == 0) | (r_v_steps > v_depth))
+        else:
+            bad_dims_c = (bad_dims_c | (r_crop_x + r_out_w > r_in_w)
+                          | (r_crop_y + r_out_h > r_in_h))
+        m.d.sync += bad_dims.eq(bad_dims_c)
+
         with m.FSM(name="runner"):
             with m.State("IDLE"):
-                with m.If(full.bit_select(run_bank, 1)):
+                # Not in the clear cycle: the resample units prefetch step 0 of the new bank
+                # while ``run`` is low, and a read made under their reset would be lost.
+                with m.If(full.bit_select(run_bank, 1) & ~clear):
                     for i in range(HEADER_WORDS):
-                        m.d.sync += hdr[i].eq(Mux(run_bank, bank_hdr[1][i], bank_hdr[0][i]))
+                        m.d.sync += hdr[i].eq(run_hdr[i])
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += tables_ready.eq(1)
-                bad_dims = ((in_w == 0) | (in_w > spec.max_width) | (in_h == 0)
-                            | (in_h > spec.max_height) | (out_w == 0)
-                            | (out_w > spec.out_width_limit) | (out_h == 0))
-                if spec.resize is not None:
-                    bad_table = ((h_steps == 0) | (h_steps > h_depth) | (v_steps == 0)
-                                 | (v_steps > v_depth))
-                else:
-                    bad_dims = (bad_dims | (crop_x + out_w > in_w) | (crop_y + out_h > in_h))
-                    bad_table = 0
-                m.d.sync += [px.eq(0), py.eq(0), in_done.eq(0), out_done.eq(0), dec_done.eq(0),
-                             draining.eq(0), long_frame.eq(0), watchdog.eq(0),
+                m.d.sync += [px.eq(0), py.eq(0), x_last.eq(in_w == 1), y_last.eq(in_h == 1),
+                             w_m2.eq(in_w - 2), h_m2.eq(in_h - 2), w_is_1.eq(in_w == 1),
+                             in_done.eq(0), out_done.eq(0), dec_done.eq(0),
+                             draining.eq(0), long_frame.eq(0), watchdog.eq(0), busy_r.eq(1),
                              feed_cycles.eq(0), run_cycles.eq(0)]
                 with m.If(bad_dims):
                     m.d.sync += code.eq(Status.BAD_DIMS)
@@ -330,10 +445,11 @@ class PreprocessCore(wiring.Component):
                              dec_status_ready.eq(src_jpeg & ~dec_done)]
                 pix_fire = src.valid & src.ready
                 with m.If(pix_fire & gate_open):
-                    with m.If(px == in_w - 1):
-                        m.d.sync += [px.eq(0), py.eq(py + 1)]
+                    with m.If(x_last):
+                        m.d.sync += [px.eq(0), x_last.eq(w_is_1),
+                                     py.eq(py + 1), y_last.eq(py == h_m2)]
                     with m.Else():
-                        m.d.sync += px.eq(px + 1)
+                        m.d.sync += [px.eq(px + 1), x_last.eq(px == w_m2)]
                     with m.If(at_end):
                         with m.If(src.payload.last):
                             m.d.sync += in_done.eq(1)
@@ -348,7 +464,8 @@ class PreprocessCore(wiring.Component):
 
                 waiting_on_host = ((gate_open & ~src.valid) | draining
                                    | (self.out.valid & ~self.out.ready))
-                with m.If(progress | waiting_on_host):
+                m.d.sync += busy_r.eq(progress | waiting_on_host)
+                with m.If(busy_r):
                     m.d.sync += watchdog.eq(0)
                 with m.Else():
                     m.d.sync += watchdog.eq(watchdog + 1)
@@ -365,7 +482,7 @@ class PreprocessCore(wiring.Component):
                         m.next = "DRAIN"
                     with m.Else():
                         m.next = "STATUS"
-                with m.Elif(watchdog == WATCHDOG_CYCLES):
+                with m.Elif(~busy_r & (watchdog == WATCHDOG_CYCLES - 1)):
                     m.d.sync += code.eq(Status.STALL)
                     with m.If(input_finished):
                         m.next = "STATUS"
@@ -392,7 +509,8 @@ class PreprocessCore(wiring.Component):
                              self.status.payload.feed_cycles.eq(feed_cycles),
                              self.status.payload.run_cycles.eq(run_cycles)]
                 with m.If(self.status.ready):
-                    m.d.comb += [clear.eq(1), clr_full.bit_select(run_bank, 1).eq(1)]
+                    m.d.comb += clr_full.bit_select(run_bank, 1).eq(1)
+                    m.d.sync += clear.eq(1)
                     m.d.sync += run_bank.eq(~run_bank)
                     m.next = "IDLE"
         return m

@@ -34,9 +34,14 @@ Images overlap: the front end (parser, entropy decoder, IDCT) runs up to one ima
 raster stage. Once image n is entirely in the line buffers and its file has been read to
 ``last``, the parser starts on file n + 1 and its first MCU row goes into the ring slot after
 image n's last one while that row is still being read out, so header parsing and the first MCU
-row are hidden and a stream of images keeps ``o`` busy (1.00001 clocks per pixel from the
-second image on, 7 clocks per image). Statuses still come in file order, each after its
-image's last pixel; an error in the image ahead waits until the one before is out.
+row are hidden and a stream of images keeps ``o`` busy (about one clock per pixel from the
+second image on, a handful of clocks per image). Statuses still come in file order, each
+after its image's last pixel; an error in the image ahead waits until the one before is out.
+
+Glue registers (between the sub-blocks, for 100+ MHz): the input and output skid buffers;
+``failed`` (the image's verdict is an error) is a register beside ``final``/``code``; the
+"IDCT wrote the last MCU row" compare (``rows_complete``) and the entropy decoder's line-buffer
+limit (``row_limit``) are registered, each a clock late (conservative: see their comments).
 
 Memory (``max_width`` = W, rounded up to a power of two): line buffers 32 lines of luma and
 2 x 16 lines of chroma, W bytes each (64 W bytes: 256 KiB at the default 4096); Huffman symbol
@@ -211,24 +216,34 @@ class JpegDecoder(wiring.Component):
         start_pending = Signal()    # the front end's image reached its scan; raster not free
         last_row = Signal(16)       # the raster's image's last MCU row, while ``ahead``
         front_next = Signal()       # the front end moves on to the next file
+        # ``failed`` (= final & code != 0) is a register of its own, as it fans out to the
+        # parser, the raster and the sequencing.
+        failed = Signal()
         with m.If(front_next):
-            m.d.sync += [final.eq(0), code.eq(0)]
+            m.d.sync += [final.eq(0), code.eq(0), failed.eq(0)]
         with m.Elif(~final):
             with m.If(parser.res_valid & ~parser.started):
-                m.d.sync += [final.eq(1), code.eq(parser.res_code)]
+                m.d.sync += [final.eq(1), code.eq(parser.res_code),
+                             failed.eq(parser.res_code != 0)]
             with m.Elif(ent.err != 0):
-                m.d.sync += [final.eq(1), code.eq(ent.err)]
+                m.d.sync += [final.eq(1), code.eq(ent.err), failed.eq(1)]
             with m.Elif(ent.done & parser.res_valid):
-                m.d.sync += [final.eq(1), code.eq(parser.res_code)]
-        failed = final & (code != 0)
+                m.d.sync += [final.eq(1), code.eq(parser.res_code),
+                             failed.eq(parser.res_code != 0)]
         m.d.comb += [parser.abort.eq(failed), ras.halt.eq(failed & ~ahead),
                      ras.rows_done.eq(Mux(all_rows, 0xFFFF, idct.rows_done))]
 
         # Line-buffer room for the front end: normally two MCU rows past what the raster still
         # reads; while it is ahead, row 0 only once the raster reads nothing but its image's
-        # last MCU row, and nothing more until the raster has finished that image.
-        m.d.comb += ent.row_limit.eq(Mux(ahead, Mux(ras.out_rows >= last_row, 1, 0),
-                                         ras.out_rows + 2))
+        # last MCU row, and nothing more until the raster has finished that image. Registered
+        # (the raster's row count crosses into the entropy decoder's row gate): it is one
+        # clock late, which only holds the front end back a clock longer, except where it
+        # drops (the front end's reset at ``front_next``/RESTART), when the entropy decoder
+        # has just been reset and starts no row before the parser's next SOS.
+        row_limit = Signal.like(ent.row_limit)
+        m.d.sync += row_limit.eq(Mux(ahead, Mux(ras.out_rows >= last_row, 1, 0),
+                                     ras.out_rows + 2))
+        m.d.comb += ent.row_limit.eq(row_limit)
 
         # Ring offsets: the front end's image starts right after the previous image's rows.
         v2e = parser.three & parser.v2
@@ -237,7 +252,11 @@ class JpegDecoder(wiring.Component):
         luma_lines = Signal(3)      # log2 of the lines one MCU row takes in each ring
         chroma_lines = Signal(3)
         m.d.comb += [luma_lines.eq(3 - scale + v2e), chroma_lines.eq(3 - scale + c420s)]
-        front_complete = final & ~failed & (idct.rows_done == mcu_rows)
+        # the IDCT has written the image's last MCU row (the compare registered: a clock late;
+        # it is stale only right after a reset or an SOF, while ``final`` is still clear)
+        rows_complete = Signal()
+        m.d.sync += rows_complete.eq(idct.rows_done == mcu_rows)
+        front_complete = final & ~failed & rows_complete
         m.d.comb += front_next.eq(front_complete & ~ahead & parser.at_end)
         with m.If(front_next):
             m.d.comb += [parser.go.eq(1), front_rst.eq(1)]
@@ -284,7 +303,8 @@ class JpegDecoder(wiring.Component):
                 # after an error: everything starts afresh with the next file
                 with m.If(parser.at_end):
                     m.d.comb += [parser.go.eq(1), front_rst.eq(1), back_rst.eq(1)]
-                    m.d.sync += [final.eq(0), code.eq(0), all_rows.eq(0), start_pending.eq(0),
+                    m.d.sync += [final.eq(0), code.eq(0), failed.eq(0), all_rows.eq(0),
+                                 start_pending.eq(0),
                                  woff_y.eq(0), woff_c.eq(0)]
                     m.next = "WAIT_SCAN"
         return m

@@ -8,28 +8,43 @@
   (TRUNCATED, or BAD_RESTART when an RSTn ended the segment): once past the end, nothing the
   golden model can still find changes that verdict, so it is reported at once. Lookahead bits
   past the end come from the following segments, exactly as in the golden model.
-* Huffman: canonical code tables as ``lim``/``base`` registers per code length (written by the
-  parser at DHT time) and a symbol RAM (8 loadable tables + the 4 Annex K default tables as
-  initial contents, 3 KiB) read asynchronously: distributed RAM on an FPGA (ECP5, this block
-  alone: 8.5k LUT4 and no block RAM, against 3.5k LUT4 and 2 EBR with a synchronous read).
-* One symbol per clock (DC difference, AC coefficient, ZRL or EOB), in two stages:
+* Huffman: canonical code tables as ``lim``/``base`` per code length (written by the parser at
+  DHT time into 16 small RAMs, 37 bits x 16 physical tables, read asynchronously by the
+  current table ``tbl``: distributed RAM) and a symbol RAM (8 loadable tables + the 4 Annex K
+  default tables as initial contents, 3 KiB) with a synchronous read: block RAM on an FPGA.
+* One symbol (DC difference, AC coefficient, ZRL or EOB) every 4 clocks, the decode loop cut
+  into 4 phases (``ph``). The architectural state (bit buffer, ``pos``, ``tbl``, ``k``, MCU
+  position, DC predictors, verdicts) changes only at phase 3, so each phase's registers, which
+  load every clock, hold what the phase before computed from that stable state:
 
-  1. decode, one symbol per clock (the loop): the 16 ``peek < lim[L]`` compares on the 16-bit
-     lookahead (hits are monotonic in L: the first hit gives the code length and symbol index,
-     selected one-hot), the symbol RAM read, and code + magnitude (up to 27 bits) consumed at
-     once; run/EOB bookkeeping, the next symbol's table (a register: the AC table after the
-     DC, the next block's DC table at the block's last symbol), the MCU position, and the
-     verdicts that stop the decode (BAD_HUFFMAN, overrun, a run past coefficient 63).
-  2. the clock after: the magnitude's value (from the 27-bit lookahead the symbol saw), the
-     DC prediction and its range check (BAD_COEFFICIENT, which wins over any verdict stage 1
-     reaches on the next symbol in that clock, being earlier in the stream), the coefficient
-     beat and the block-end beat.
+  0. once ``fire`` (enough bits, and for a DC symbol a coefficient buffer claimed in that
+     clock): the 16 ``peek < lim[L]`` compares on the 16-bit lookahead and each length's index
+     ``base[L] + code``, registered, with the 27-bit window and the bits left in the segment.
+  1. the first hit (hits are monotonic in L) selects the code length and, one-hot, the index:
+     the symbol RAM's address (registered inside the block RAM).
+  2. the symbol RAM's data straight into a register; from the code length: the buffer shifted
+     past the code, the 11 bits after the code (the magnitude, MSB first), and the bits left in
+     the segment after the code (< 0, < 16, low 4 bits), all registered.
+  3. the verdicts that stop the decode (BAD_HUFFMAN, overrun, a run past coefficient 63), the
+     run/EOB/MCU bookkeeping (its compares are registered every clock from the stable state),
+     the next symbol's table, the magnitude's value, and the buffer shifted by the magnitude
+     size (it consumes the symbol whatever the verdict: a stopping verdict ends the scan).
 
-  A symbol waits until the buffer holds 27 bits (or the boundary FIFO is full: see
-  ``bits_ok``). The next block's DC symbol claims its coefficient buffer in the clock it is
-  decoded, so a block costs exactly its symbols; a restart interval's end and the scan's end
-  take one clock more. The buffer takes one byte per clock, more than the symbols consume on
-  average (about 5 bits per symbol at quality 95), so it stays near full.
+  Two more stages follow each symbol off the loop: stage 2 (the clock after phase 3) computes
+  the beat flags from the verdict bits registered at phase 3, the DC prediction and its range
+  check, registered; stage 3 emits the coefficient and block-end beats and updates the
+  predictor, or stops the decode (BAD_COEFFICIENT) no later than the next symbol's phase 1,
+  before that symbol's own verdicts (phase 3), so the stream order of verdicts is kept (a DC
+  symbol never ends a block, so a restart or the scan's end never comes between).
+
+  A symbol waits in phase 0 until the buffer holds 27 bits (or the boundary FIFO is full: see
+  ``bits_ok``). A block costs 4 clocks per symbol; a restart interval's end takes 3 clocks
+  more (IEND0, IEND, ALIGN) and the scan's end 2 (SEND0, SEND): IEND/SEND decide on the bits
+  left in the segment, the FIFO state and the bit count registered the clock before.
+  The buffer takes one byte per clock except in phases 2 and 3 and ALIGN (so that a refill
+  and a consuming shift are never in series); ``free`` (56 - ``nbits``, a register) places the
+  byte. Two bytes per symbol are more than the symbols consume on average (about 5 bits per
+  symbol at quality 95), so the buffer stays near full.
 * MCU order, DC predictors, restart intervals (leftover bits, RSTn sequence) as
   :func:`hdl.jpeg.huffman.entropy_decode` checks them, with the same status codes.
 
@@ -110,16 +125,18 @@ class EntropyDecoder(wiring.Component):
         m.submodules.syms = syms = memory.Memory(shape=8, depth=N_PHYS_TABLES * 256,
                                                  init=_sym_init())
         sw = syms.write_port()
-        sr = syms.read_port(domain="comb")
+        sr = syms.read_port(domain="sync", transparent_for=())
         m.d.comb += [sw.addr.eq(self.s_addr), sw.data.eq(self.s_data), sw.en.eq(self.s_we)]
 
         # lim/base per code length: one small RAM per length, addressed by the physical table
-        # (0-7 loadable, 8-11 the Annex K tables as initial contents, 12-15 unused), so the
-        # lookup reads the 16 (lim, base) pairs of the current table in parallel.
+        # (0-7 loadable, 8-11 the Annex K tables as initial contents, 12-15 unused), so that
+        # phase 0 reads the 16 (lim, base) pairs of the current table in parallel.
         std = {}
         for (tc, th), spec in STD_HUFFMAN.items():
             std[STD_PHYS[(tc, th)]] = canonical(spec.counts)
-        lb_ports = []
+        tbl = Signal(4)             # physical table of the current symbol (DC or AC of slot j)
+        lims = []
+        bases = []
         for L in range(16):
             init = []
             for t in range(16):
@@ -131,11 +148,18 @@ class EntropyDecoder(wiring.Component):
             w = mem.write_port()
             m.d.comb += [w.addr.eq(self.l_tbl), w.data.eq(Cat(self.l_lim, self.l_base)),
                          w.en.eq(self.l_we & (self.l_len == L))]
-            lb_ports.append(mem.read_port(domain="comb"))
+            rp_ = mem.read_port(domain="comb")
+            lim_r = Signal(17, name=f"lim{L + 1}")
+            base_r = Signal(signed(20), name=f"base{L + 1}")
+            m.d.comb += rp_.addr.eq(tbl)
+            m.d.comb += [lim_r.eq(rp_.data[:17]), base_r.eq(rp_.data[17:].as_signed())]
+            lims.append(lim_r)
+            bases.append(base_r)
 
         # ---- bit buffer and boundary FIFO ---------------------------------------------------
         buf = Signal(64)
         nbits = Signal(7)
+        free = Signal(signed(8), init=56)   # 56 - nbits: where the next byte goes, if >= 0
         pos = Signal(35)
         m.submodules.bfifo = bfifo = memory.Memory(shape=Boundary.size, depth=FIFO_DEPTH,
                                                    init=[])
@@ -162,25 +186,13 @@ class EntropyDecoder(wiring.Component):
             m.d.sync += rp.eq(rp + 1)
         m.d.sync += count.eq(count + push - pop)
 
-        # Refill: the new byte goes right after the buffer's valid bits *before* this clock's
-        # consumption shifts the buffer (bits past ``nbits`` are zero), so the refill is off
-        # the decode loop. ``zfill`` bytes are zero: only ``nbits`` grows.
-        m.d.comb += self.bi.ready.eq(nbits <= 56)
-        take = self.bi.valid & self.bi.ready
-        buf_in = Signal(64)
-        nb_in = Signal(7)
-        m.d.comb += [
-            buf_in.eq(Mux(take, buf | _shl64(self.bi.payload, (56 - nbits)[:6].as_unsigned()),
-                          buf)),
-            nb_in.eq(Mux(take | (self.zfill & (nbits <= 56)), nbits + 8, nbits)),
-        ]
-
         # ---- MCU bookkeeping ----------------------------------------------------------------
-        mx = Signal(16)
-        my = Signal(16)
-        m.d.comb += [
-            mx.eq(Mux(self.three & self.h2, (self.width + 15) >> 4, (self.width + 7) >> 3)),
-            my.eq(Mux(self.three & self.v2, (self.height + 15) >> 4, (self.height + 7) >> 3)),
+        # the last MCU column and row (registered: the configuration is stable during the scan)
+        mx1 = Signal(16)
+        my1 = Signal(16)
+        m.d.sync += [
+            mx1.eq(Mux(self.three & self.h2, (self.width + 15) >> 4, (self.width + 7) >> 3) - 1),
+            my1.eq(Mux(self.three & self.v2, (self.height + 15) >> 4, (self.height + 7) >> 3) - 1),
         ]
         mcu_x = Signal(16)
         mcu_y = Signal(16)
@@ -191,145 +203,213 @@ class EntropyDecoder(wiring.Component):
         int_no = Signal(3)
         k = Signal(7)
         is_dc = Signal()
-        tbl = Signal(4)             # physical table of the next symbol (DC or AC of slot j)
         preds = Array(Signal(signed(12), name=f"pred{q}") for q in range(3))
+        ph = Signal(2)              # the current symbol's phase (SYM state)
 
         fidx = self.s_fidx[j]
         luma = self.three & (fidx == 0)
         cur_h2 = luma & self.h2
         cur_v2 = luma & self.v2
 
-        last_in_comp = (bx == cur_h2) & (by == cur_v2)
-        last_slot = j == self.ns - 1
-        mcu_end = last_in_comp & last_slot
-        last_col = mcu_x == mx - 1
-        last_mcu = last_col & (mcu_y == my - 1)
-        j_next = Mux(mcu_end, 0, Mux(last_in_comp, j + 1, j))[:2]
+        # The block-end bookkeeping's compares, registered every clock: the state they read
+        # changes only at a symbol's last phase, so they are valid from phase 1 on.
+        last_in_comp = Signal()
+        bx_last = Signal()
+        mcu_end = Signal()
+        last_col = Signal()
+        last_mcu = Signal()
+        int_end = Signal()
+        dc_next = Signal(4)         # the next block's DC table
+        ac_tbl = Signal(4)          # this block's AC table
+        room = Signal(signed(8))    # 63 - k: the coefficients left in the block
+        lic = (bx == cur_h2) & (by == cur_v2)
+        me = lic & (j == self.ns - 1)
+        lc = mcu_x == mx1
+        m.d.sync += [
+            last_in_comp.eq(lic), bx_last.eq(bx == cur_h2), mcu_end.eq(me), last_col.eq(lc),
+            last_mcu.eq(lc & (mcu_y == my1)),
+            int_end.eq((self.ri != 0) & (int_cnt + 1 == self.ri)),
+            dc_next.eq(self.s_dc[Mux(me, 0, Mux(lic, j + 1, j))[:2]]),
+            ac_tbl.eq(self.s_ac[j]),
+            room.eq(63 - k),
+        ]
 
-        # ---- stage 1: one symbol per clock ----------------------------------------------------
-        # The decode loop, buffer -> buffer in one clock: the 16 ``peek < lim[L]`` compares
-        # (hits are monotonic in L, so the code length is the first hit, selected one-hot),
-        # the symbol index, the symbol RAM read, and the buffer shifted by the code length
-        # (in parallel with the RAM read) then by the magnitude size. Run/EOB bookkeeping
-        # (k, block end, the next symbol's table) and the verdicts that stop the decode are
-        # here too; the magnitude's value goes to stage 2.
+        # ---- phase 0: the 16 code compares -----------------------------------------------------
+        # ``peek < lim[L]`` for each code length L (hits are monotonic in L: the first hit gives
+        # the code length), and each length's symbol index ``base[L] + code``, registered.
+        # Registers of the symbol's phases load every clock: a phase's inputs are the
+        # previous phase's registers, which hold their value through it.
         peek = buf[48:]
-        hits = []
+        p1_hits = Signal(16)
+        p1_cands = [Signal(9, name=f"p1_cand{L + 1}") for L in range(16)]
+        p1_top = Signal(NEED_BITS)      # the window the code was decoded from
+        p1_left = Signal(signed(36))    # bits left in the current segment (pos, head: stable)
+        p1_have_end = Signal()
+        for Lm1 in range(16):
+            m.d.sync += [p1_hits[Lm1].eq(peek < lims[Lm1]),
+                         p1_cands[Lm1].eq((bases[Lm1] + (peek >> (15 - Lm1)))[:9])]
+        m.d.sync += [p1_top.eq(buf[64 - NEED_BITS:]), p1_left.eq(head_end - pos),
+                     p1_have_end.eq(have_end)]
+
+        # ---- phase 1: the first hit selects the code length and the symbol RAM's address -------
         cand_terms = []
         len_terms = []
         for Lm1 in range(16):
-            lbp = lb_ports[Lm1]
-            m.d.comb += lbp.addr.eq(tbl)
-            lim_s = lbp.data[:17]
-            base_s = lbp.data[17:].as_signed()
-            hit = Signal(name=f"hit{Lm1 + 1}")
-            m.d.comb += hit.eq(peek < lim_s)
-            first = hit if Lm1 == 0 else hit & ~hits[-1]
-            hits.append(hit)
-            cand_terms.append(Mux(first, (base_s + (peek >> (15 - Lm1)))[:9], 0))
+            first = p1_hits[Lm1] if Lm1 == 0 else p1_hits[Lm1] & ~p1_hits[Lm1 - 1]
+            cand_terms.append(Mux(first, p1_cands[Lm1], 0))
             len_terms.append(Mux(first, Lm1 + 1, 0))
         cand = Signal(9)
-        valid_code = Signal()
-        Lf = Signal(5)
-        m.d.comb += [cand.eq(_or_tree(cand_terms)), Lf.eq(_or_tree(len_terms)),
-                     valid_code.eq(_or_tree(hits))]
-        m.d.comb += sr.addr.eq(Cat(cand[:8], tbl))
+        p2_len = Signal(5)
+        p2_valid = Signal()
+        p2_top = Signal(NEED_BITS)
+        p2_left = Signal(signed(36))
+        p2_have_end = Signal()
+        # the symbol RAM (a block RAM) registers the address
+        m.d.comb += [cand.eq(_or_tree(cand_terms)), sr.addr.eq(Cat(cand[:8], tbl))]
+        m.d.sync += [p2_len.eq(_or_tree(len_terms)), p2_valid.eq(p1_hits != 0),
+                     p2_top.eq(p1_top), p2_left.eq(p1_left), p2_have_end.eq(p1_have_end)]
 
-        sym = sr.data
+        # ---- phase 2: the symbol RAM's data straight into a register; the magnitude's bits ------
+        p3_sym = Signal(8)
+        p3_valid = Signal()
+        p3_len = Signal(5)
+        # bits left in the segment after the code: < 0, < 16, and its low 4 bits
+        left_l = Signal(signed(37))
+        m.d.comb += left_l.eq(p2_left - p2_len)
+        p3_ll_neg = Signal()
+        p3_ll_lt16 = Signal()
+        p3_ll4 = Signal(4)
+        p3_have_end = Signal()
+        p3_mag = Signal(11)         # the 11 bits after the code: the magnitude, MSB first
+        p3_buf = Signal(64)         # the buffer after the code (no refill in phases 2 and 3)
+        m.d.sync += p3_buf.eq(_shl64(buf, p2_len))
+        m.d.sync += [
+            p3_sym.eq(sr.data), p3_valid.eq(p2_valid), p3_len.eq(p2_len),
+            p3_ll_neg.eq(left_l < 0), p3_ll_lt16.eq(left_l < 16), p3_ll4.eq(left_l[:4]),
+            p3_have_end.eq(p2_have_end),
+            p3_mag.eq((p2_top >> (16 - p2_len)[:4])[:11]),
+        ]
+
+        # ---- phase 3: the symbol's verdicts, consume it, the magnitude's value -----------------
+        sym = p3_sym
         size = Signal(4)
         run = Signal(4)
-        bad = Signal()
         m.d.comb += [size.eq(sym[:4]), run.eq(Mux(is_dc, 0, sym[4:]))]
-        m.d.comb += bad.eq(Mux(is_dc, sym > 11,
-                               (sym[:4] > 10) | ((sym[:4] == 0) & (sym != 0) & (sym != 0xF0))))
-        nsym = Signal(6)
-        m.d.comb += nsym.eq(Lf + size)
-        knew = Signal(8)
-        m.d.comb += knew.eq(k + run)
-        # run vs the coefficients left in the block (63 - k, known before the symbol is)
-        room = Signal(signed(8))
-        m.d.comb += room.eq(63 - k)
-        run_end = Signal()          # knew == 63
-        run_over = Signal()         # knew > 63
-        m.d.comb += [run_end.eq((room < 16) & (run == room[:4])),
-                     run_over.eq((room < 0) | ((room < 16) & (run > room[:4])))]
-        # bits left in the current segment (pos never passes its end while decoding), and
-        # after the code: the symbol overruns when its magnitude is longer than that
-        left = Signal(signed(36))
-        m.d.comb += left.eq(head_end - pos)
-        left_l = Signal(signed(37))
-        m.d.comb += left_l.eq(left - Lf)
-        ovr = have_end & ((left_l < 0) | ((left_l < 16) & (size > left_l[:4])))
-        ovr_code = Mux(head.rst, S.BAD_RESTART, S.TRUNCATED)
+        p3_ok = Signal()            # a valid code with an allowed symbol
+        p3_ovr = Signal()           # the magnitude reaches past the segment's end
+        p3_eob = Signal()
+        p3_run_end = Signal()       # knew == 63
+        p3_run_over = Signal()      # knew > 63
+        p3_knew = Signal(8)
+        p3_nsym = Signal(5)
+        bad = Mux(is_dc, sym > 11,
+                  (sym[:4] > 10) | ((sym[:4] == 0) & (sym != 0) & (sym != 0xF0)))
+        m.d.comb += [
+            p3_ok.eq(p3_valid & ~bad),
+            p3_ovr.eq(p3_have_end & (p3_ll_neg | (p3_ll_lt16 & (size > p3_ll4)))),
+            p3_eob.eq(sym == 0),
+            p3_run_end.eq((room < 16) & (run == room[:4])),
+            p3_run_over.eq((room < 0) | ((room < 16) & (run > room[:4]))),
+            p3_knew.eq(k + run), p3_nsym.eq(p3_len + size),
+        ]
+        raw = Signal(11)
+        m.d.comb += raw.eq(p3_mag >> (11 - size)[:4])
+        ext = Signal(signed(12))
+        with m.If(size == 0):
+            m.d.comb += ext.eq(0)
+        with m.Elif(p3_mag[10]):
+            m.d.comb += ext.eq(raw)
+        with m.Else():
+            m.d.comb += ext.eq(raw - (Const(1, 12) << size) + 1)
+
         # Enough bits for any symbol (a code and its magnitude: 27), or a full boundary FIFO
         # (the parser stalled on a marker: then every bit up to three boundaries past the
         # segment's end is in the buffer, and a symbol longer than that is an overrun anyway).
-        # The one-byte-per-clock refill keeps the buffer above that at one symbol per clock.
         bits_ok = Signal()
         m.d.comb += bits_ok.eq((nbits >= NEED_BITS) | (count == FIFO_DEPTH))
 
-        # buffer update: consume the symbol (sym_go), the bits up to a byte boundary at a
-        # restart marker (iend_go), or nothing
+        # Refill: one byte per clock right after the buffer's valid bits (bits past ``nbits``
+        # are zero), except in a symbol's phases 2 and 3 (phase 3 consumes from the buffer
+        # phase 2 shifted past the code) and ALIGN, so that no clock has a refill and a
+        # consuming shift in series. ``zfill`` bytes are zero: only ``nbits`` grows. A refill
+        # never changes the top 27 bits a pending symbol saw.
         sym_go = Signal()
-        iend_go = Signal()
-        buf_l = Signal(64)
-        m.d.comb += buf_l.eq(_shl64(buf_in, Lf))
+        align_go = Signal()
+        align = Signal(3)
+        consuming = Signal()
+        m.d.comb += self.bi.ready.eq(~free[-1] & ~consuming)
+        take = self.bi.valid & self.bi.ready
+        grow = take | (self.zfill & ~free[-1] & ~consuming)
         with m.If(sym_go):
-            m.d.sync += [buf.eq(_shl64(buf_l, size)), nbits.eq(nb_in - nsym),
-                         pos.eq(pos + nsym)]
-        with m.Elif(iend_go):
-            m.d.sync += [buf.eq(_shl64(buf_in, left[:3])), nbits.eq(nb_in - left[:3]),
-                         pos.eq(pos + left[:3])]
-        with m.Else():
-            m.d.sync += [buf.eq(buf_in), nbits.eq(nb_in)]
+            m.d.sync += [buf.eq(_shl64(p3_buf, size)), nbits.eq(nbits - p3_nsym),
+                         free.eq(free + p3_nsym),
+                         pos.eq(pos + p3_nsym)]
+        with m.Elif(align_go):
+            m.d.sync += [buf.eq(_shl64(buf, align)), nbits.eq(nbits - align),
+                         free.eq(free + align),
+                         pos.eq(pos + align)]
+        with m.Elif(grow):
+            m.d.sync += [nbits.eq(nbits + 8), free.eq(free - 8)]
+            with m.If(take):
+                m.d.sync += buf.eq(buf | _shl64(self.bi.payload, free[:6]))
 
-        # ---- stage 2: magnitude, DC prediction, coefficient and block beats -------------------
-        s2_cw = Signal()
+        # ---- stage 2: DC prediction, coefficient and block beats ------------------------------
+        s2_go = Signal()            # phase 3 was in the last clock
+        s2_ok = Signal()            # and the symbol had no stopping verdict of its own
         s2_dc = Signal()
-        s2_be = Signal()
+        s2_eob = Signal()
+        s2_run_end = Signal()
+        s2_run_over = Signal()
         s2_k = Signal(6)
-        s2_top = Signal(NEED_BITS)
-        s2_nsym = Signal(6)
-        s2_size = Signal(4)
+        s2_ext = Signal(signed(12))
         s2_j = Signal(2)
         s2_tq = Signal(2)
         s2_meta = Signal(2 + 13 + 13 + 1)
-        # the data registers load every clock (no enable on the decode loop's late verdicts);
-        # the beat flags are set by the symbol's verdict
-        m.d.sync += [s2_cw.eq(0), s2_be.eq(0),
-                     s2_dc.eq(is_dc), s2_k.eq(Mux(is_dc, 0, knew[:6])),
-                     s2_top.eq(buf[64 - NEED_BITS:]), s2_nsym.eq(nsym), s2_size.eq(size),
+        # the data registers load every clock; the beat flags are set by the symbol's verdict
+        m.d.sync += [s2_go.eq(sym_go), s2_ok.eq(p3_ok & ~p3_ovr), s2_eob.eq(p3_eob),
+                     s2_run_end.eq(p3_run_end), s2_run_over.eq(p3_run_over),
+                     s2_dc.eq(is_dc), s2_k.eq(Mux(is_dc, 0, p3_knew[:6])), s2_ext.eq(ext),
                      s2_j.eq(j), s2_tq.eq(self.tq[fidx]),
                      s2_meta.eq(Cat(fidx, Mux(cur_h2, Cat(bx, mcu_x), mcu_x)[:13],
                                     Mux(cur_v2, Cat(by, mcu_y), mcu_y)[:13],
                                     mcu_end & last_col))]
 
-        def to_stage2(cw, be):
-            m.d.sync += [s2_cw.eq(cw), s2_be.eq(be)]
-
-        # the ``size`` magnitude bits after the code: lookahead bits [27 - nsym, 27 - L)
-        raw = Signal(11)
-        m.d.comb += raw.eq((s2_top >> (NEED_BITS - s2_nsym)[:5].as_unsigned())[:11] &
-                           ((Const(1, 12) << s2_size) - 1)[:11])
-        ext = Signal(signed(12))
-        msb = raw.bit_select((s2_size - 1)[:4].as_unsigned(), 1)
-        with m.If(s2_size == 0):
-            m.d.comb += ext.eq(0)
-        with m.Elif(msb):
-            m.d.comb += ext.eq(raw)
-        with m.Else():
-            m.d.comb += ext.eq(raw - (Const(1, 12) << s2_size) + 1)
-        dcv = Signal(signed(14))
-        m.d.comb += dcv.eq(preds[s2_j] + ext)
-        dc_bad = Signal()
-        m.d.comb += dc_bad.eq(s2_cw & s2_dc & ((dcv > 2047) | (dcv < -2047)))
-        with m.If(s2_cw & s2_dc & ~dc_bad):
-            m.d.sync += preds[s2_j].eq(dcv)
+        # the beats, from the verdict bits registered at phase 3: the DC symbol's coefficient,
+        # an AC coefficient (its block's last at a run to 63), the block's end (EOB or run to 63)
+        s2_cw = Signal()
+        s2_be = Signal()
         m.d.comb += [
-            self.cw_valid.eq(s2_cw & ~dc_bad), self.cw_k.eq(s2_k),
-            self.cw_val.eq(Mux(s2_dc, dcv, ext)), self.cw_tq.eq(s2_tq),
-            self.be_valid.eq(s2_be),
-            Cat(self.be_comp, self.be_bcol, self.be_brow, self.be_row_end).eq(s2_meta),
+            s2_cw.eq(s2_go & s2_ok & (s2_dc | (~s2_eob & ~s2_run_over))),
+            s2_be.eq(s2_go & s2_ok & ~s2_dc & (s2_eob | (s2_run_end & ~s2_run_over))),
+        ]
+
+        # stage 2 (the clock after phase 3): the DC prediction and its range check, registered
+        dcv = Signal(signed(14))
+        m.d.comb += dcv.eq(preds[s2_j] + s2_ext)
+        s3_cw = Signal()
+        s3_dc = Signal()
+        s3_be = Signal()
+        s3_bad = Signal()
+        s3_k = Signal(6)
+        s3_val = Signal(signed(12))
+        s3_j = Signal(2)
+        s3_tq = Signal(2)
+        s3_meta = Signal(2 + 13 + 13 + 1)
+        m.d.sync += [s3_cw.eq(s2_cw), s3_dc.eq(s2_dc), s3_be.eq(s2_be),
+                     s3_bad.eq(s2_dc & ((dcv > 2047) | (dcv < -2047))),
+                     s3_k.eq(s2_k), s3_val.eq(Mux(s2_dc, dcv, s2_ext)), s3_j.eq(s2_j),
+                     s3_tq.eq(s2_tq), s3_meta.eq(s2_meta)]
+        # stage 3: the beats, and the prediction's update (the next DC symbol of that
+        # component is at least one symbol, four clocks, later)
+        dc_bad = Signal()
+        m.d.comb += dc_bad.eq(s3_cw & s3_bad)
+        with m.If(s3_cw & s3_dc & ~s3_bad):
+            m.d.sync += preds[s3_j].eq(s3_val)
+        m.d.comb += [
+            self.cw_valid.eq(s3_cw & ~s3_bad), self.cw_k.eq(s3_k),
+            self.cw_val.eq(s3_val), self.cw_tq.eq(s3_tq),
+            self.be_valid.eq(s3_be),
+            Cat(self.be_comp, self.be_bcol, self.be_brow, self.be_row_end).eq(s3_meta),
         ]
 
         err = self.err
@@ -339,10 +419,20 @@ class EntropyDecoder(wiring.Component):
             m.next = "ERR"
 
         gate_ok = mcu_y < self.row_limit
+        # IEND/SEND decide on the registered bits left in the segment, boundary FIFO state and
+        # bit count of the clock before (their first clock only waits for these to settle)
+        left = p1_left
+        nbits8 = Signal()
+        m.d.sync += nbits8.eq(nbits >= 8)
+
+        # the table the symbol after this one is decoded with (loaded into ``tbl`` and read
+        # into the lim/base registers at phase 2, for the next phase 0)
+        blk_end = p3_eob | p3_run_end
+        tbl_next = Mux(is_dc, ac_tbl, Mux(blk_end, dc_next, tbl))
 
         def block_end():
             """The block's last symbol: MCU bookkeeping, and the next block's DC follows."""
-            m.d.sync += [is_dc.eq(1), k.eq(0), tbl.eq(self.s_dc[j_next])]
+            m.d.sync += [is_dc.eq(1), k.eq(0)]
             with m.If(mcu_end):
                 m.d.sync += [bx.eq(0), by.eq(0), j.eq(0)]
                 with m.If(last_col):
@@ -350,16 +440,16 @@ class EntropyDecoder(wiring.Component):
                 with m.Else():
                     m.d.sync += mcu_x.eq(mcu_x + 1)
                 with m.If(last_mcu):
-                    m.next = "SEND"
-                with m.Elif((self.ri != 0) & (int_cnt + 1 == self.ri)):
+                    m.next = "SEND0"
+                with m.Elif(int_end):
                     m.d.sync += int_cnt.eq(0)
-                    m.next = "IEND"
+                    m.next = "IEND0"
                 with m.Else():
                     m.d.sync += int_cnt.eq(int_cnt + 1)
             with m.Else():
                 with m.If(last_in_comp):
                     m.d.sync += [bx.eq(0), by.eq(0), j.eq(j + 1)]
-                with m.Elif(bx == cur_h2):
+                with m.Elif(bx_last):
                     m.d.sync += [bx.eq(0), by.eq(by + 1)]
                 with m.Else():
                     m.d.sync += bx.eq(bx + 1)
@@ -367,60 +457,74 @@ class EntropyDecoder(wiring.Component):
         # a block starts (DC symbol) once a coefficient buffer is claimed in the same clock
         fire = bits_ok & (~is_dc | (self.can_claim & gate_ok))
 
-        m.d.comb += [self.claim.eq(0), pop.eq(0), sym_go.eq(0), iend_go.eq(0)]
+        m.d.comb += [self.claim.eq(0), pop.eq(0), sym_go.eq(0), align_go.eq(0),
+                     consuming.eq(0)]
         with m.FSM(name="entropy"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [mcu_x.eq(0), mcu_y.eq(0), j.eq(0), bx.eq(0), by.eq(0),
-                                 int_cnt.eq(0), int_no.eq(0), is_dc.eq(1), k.eq(0)]
+                                 int_cnt.eq(0), int_no.eq(0), is_dc.eq(1), k.eq(0), ph.eq(0)]
                     m.d.sync += [preds[q].eq(0) for q in range(3)]
                     m.next = "INIT"
             with m.State("INIT"):           # the scan's table selectors are valid now
                 m.d.sync += tbl.eq(self.s_dc[0])
                 m.next = "SYM"
             with m.State("SYM"):
-                with m.If(fire):
-                    m.d.comb += self.claim.eq(is_dc)
-                    with m.If(~valid_code | bad):
+                with m.If(ph == 0):
+                    with m.If(fire):
+                        m.d.comb += self.claim.eq(is_dc)
+                        m.d.sync += ph.eq(1)
+                with m.Elif(ph == 1):
+                    m.d.sync += ph.eq(2)
+                with m.Elif(ph == 2):
+                    m.d.comb += consuming.eq(1)
+                    m.d.sync += ph.eq(3)
+                with m.Else():
+                    # the buffer consumes the symbol whatever its verdict (a stopping verdict
+                    # ends the scan), so that the verdicts do not gate the buffer
+                    m.d.comb += [consuming.eq(1), sym_go.eq(1)]
+                    m.d.sync += [ph.eq(0), tbl.eq(tbl_next)]
+                    with m.If(~p3_ok):
                         fail(S.BAD_HUFFMAN)
-                    with m.Elif(ovr):
-                        fail(ovr_code)
+                    with m.Elif(p3_ovr):
+                        fail(Mux(head.rst, S.BAD_RESTART, S.TRUNCATED))
                     with m.Elif(is_dc):
-                        m.d.comb += sym_go.eq(1)
-                        m.d.sync += [is_dc.eq(0), k.eq(1), tbl.eq(self.s_ac[j])]
-                        to_stage2(1, 0)
+                        m.d.sync += [is_dc.eq(0), k.eq(1)]
                     with m.Else():
-                        m.d.comb += sym_go.eq(1)
-                        with m.If(sym == 0):
-                            to_stage2(0, 1)
+                        with m.If(p3_eob):
                             block_end()
-                        with m.Elif(run_over):
+                        with m.Elif(p3_run_over):
                             fail(S.BAD_COEFFICIENT)
                         with m.Else():
-                            to_stage2(1, run_end)
-                            m.d.sync += k.eq(knew + 1)
-                            with m.If(run_end):
+                            m.d.sync += k.eq(p3_knew + 1)
+                            with m.If(p3_run_end):
                                 block_end()
                 # stage 2's verdict is on an earlier symbol: it wins
                 with m.If(dc_bad):
-                    m.d.sync += [s2_cw.eq(0), s2_be.eq(0)]
                     fail(S.BAD_COEFFICIENT)
+            with m.State("IEND0"):
+                m.next = "IEND"
             with m.State("IEND"):
-                with m.If(~have_end):
-                    with m.If(nbits >= 8):
+                with m.If(~p1_have_end):
+                    with m.If(nbits8):
                         fail(S.BAD_RESTART)
                 with m.Elif(left >= 8):
                     fail(S.BAD_RESTART)
                 with m.Elif(head.rst & (head.term == int_no)):
-                    m.d.comb += [iend_go.eq(1), pop.eq(1)]
-                    m.d.sync += [int_no.eq(int_no + 1)]
-                    m.d.sync += [preds[q].eq(0) for q in range(3)]
-                    m.next = "SYM"
+                    m.d.sync += align.eq(left[:3])
+                    m.next = "ALIGN"
                 with m.Else():
                     fail(Mux(~head.rst & head.eof, S.TRUNCATED, S.BAD_RESTART))
+            with m.State("ALIGN"):          # the bits up to the RSTn marker's byte boundary
+                m.d.comb += [consuming.eq(1), align_go.eq(1), pop.eq(1)]
+                m.d.sync += [int_no.eq(int_no + 1)]
+                m.d.sync += [preds[q].eq(0) for q in range(3)]
+                m.next = "SYM"
+            with m.State("SEND0"):
+                m.next = "SEND"
             with m.State("SEND"):
-                with m.If(~have_end):
-                    with m.If(nbits >= 8):
+                with m.If(~p1_have_end):
+                    with m.If(nbits8):
                         fail(S.BAD_MARKER)
                 with m.Elif(left >= 8):
                     fail(S.BAD_MARKER)

@@ -11,10 +11,45 @@ outputs of scaled decoding), as :mod:`hdl.jpeg.idct` computes them.
 * IDCT: pass 1 one coefficient column per clock (13-bit constants; the ``s`` workspace rows of
   that column, descaled by 11 / 12 / 13 bits for s = 8 / 4 / 2, the DC term as it is for s = 1),
   pass 2 one workspace row per clock (descale by 18 / 19 / 20 / 3, ``& 1023`` wrap, +128,
-  clamp) -> one row of ``s`` samples to the line buffers (``lw_data`` bits ``[0, 8 s)``).
-  Pass 1 skips the columns pass 2 never reads (column 4 for 4x4; 2, 4, 6 for 2x2; all but 0
-  for 1x1). The passes share one workspace and do not overlap: 8 + 8 = 16 clocks per block at
-  s = 8, 7 + 4 = 11 at s = 4, 5 + 2 = 7 at s = 2, 1 + 1 = 2 at s = 1.
+  clamp) -> one row of ``s`` samples to the line buffers (``lw_data`` bits ``[0, 8 s)``; the
+  bytes past ``s`` are 128). Pass 1 skips the columns pass 2 never reads (column 4 for 4x4;
+  2, 4, 6 for 2x2; all but 0 for 1x1). The passes are issued one after the other, never
+  overlapping: 8 + 8 = 16 clocks per block at s = 8, 7 + 4 = 11 at s = 4, 5 + 2 = 7 at s = 2,
+  1 + 1 = 2 at s = 1.
+
+Both 1-D passes use one datapath shape for all four sizes (:func:`flat_tables`): every output is
+``tmp0/tmp1 +- T0/T1 +- S0..S3`` with ``tmp`` the shifted DC (and, for s = 8, input 4) term,
+``T`` two products of inputs 2 and 6, ``S`` four products of inputs 7, 5, 3, 1. The butterflies
+of libjpeg are exact integer algebra, so multiplying out their sums gives the same integers; the
+constants of the 20 products are picked by the block's size (s = 4 lands its outputs 2 and 3
+swapped, which the output select undoes).
+
+Pipeline (a clock per register stage; nothing stalls, so each pass is a fixed delay line):
+
+* Input side, 3 stages: [q1] quantizer RAM read at (tq, k), the coefficient and block-end
+  beside it; [q2] the RAM's data registered as it leaves the block RAM, the natural index
+  looked up; [q3] the dequantizing product (one multiplier, operands and product registered),
+  then written to the coefficient buffer (and mask, block end) -- block ends are delayed as
+  much as the coefficients, so a buffer is full only once its coefficients are in.
+* Pass 1, issued one column per clock by the control as before, 7 stages to the workspace:
+  [1] the column's eight coefficients read from the buffer and masked, registered in a copy
+  per multiplier, each multiplier's constant selected by its own copy of the size (one shared
+  register would drive 20-40 multipliers across the chip); [2] products: the low 17 bits of
+  a coefficient times its constant in a multiplier, the top 3 bits by a table lookup; the DC
+  term shifted and the rounding added; [3] each
+  product's two halves added, ``tmp0/tmp1``; [4] pairs of products added, ``T0/T1``; [5]
+  ``S0..S3`` and ``tmp0/tmp1 +- T``; [6] the eight outputs; [7] descale and select by size ->
+  the workspace write of that column.
+* Pass 2 runs on the control's schedule delayed by those 7 clocks (so its reads see every
+  write of the block, and the next block's writes come after its last read, as before),
+  8 stages: [1] the row read from the workspace; [2]-[6] as pass 1, all in arithmetic modulo
+  2^30 (only bits up to 10 above the descale matter; the range limit's +512 rides on the
+  rounding constant), both halves of each 28-bit input in multipliers (each with its own
+  copies of input, size and constant); [7] descale: the 10 bits selected by size; [8] range
+  limit -> ``lw_*`` registers. ``rows_done`` counts a block row's last line as it leaves.
+  Latency against the unpipelined version: +2 clocks on the input side, +15 from a row's
+  issue to its ``lw_en``: a block's last row leaves 17 clocks later; the clocks per block are
+  unchanged.
 """
 from __future__ import annotations
 
@@ -25,9 +60,19 @@ from amaranth.lib.wiring import In, Out
 from .. import idct as G
 from .consts import ZIGZAG_LIST
 
-__all__ = ["BlockIdct", "islow_1d", "red4_1d", "red2_1d", "range_limit"]
+__all__ = ["BlockIdct", "flat_tables", "flat_1d", "OUT_POS"]
 
 WS_BITS = 28
+P2_BITS = 30            # pass 2 arithmetic modulo 2^30: descale 20 + 10 bits kept at most
+P1_BITS = 42            # pass 1 exact: 20-bit inputs x 17-bit constants, sums of 4, DC << 15
+LO = 17                 # multiplier input split: low 17 bits unsigned, the rest signed
+
+ODD_IN = (7, 5, 3, 1)
+EVEN_IN = (2, 6)
+# outputs of the common shape that a size's outputs 0.. are, by log2 size
+OUT_POS = {3: (0, 1, 2, 3, 4, 5, 6, 7), 2: (0, 1, 3, 2), 1: (0, 1), 0: (0,)}
+# DC term shift by log2 size (input 4 joins it << 13 at s = 8 only)
+_DC_SHIFT = {3: G.CONST_BITS, 2: G.CONST_BITS + 1, 1: G.CONST_BITS + 2, 0: 0}
 
 # descale amounts: pass 1 / pass 2, by log2 of the output size (0 = 1x1 ... 3 = 8x8)
 _SH1 = {3: G.CONST_BITS - G.PASS1_BITS, 2: G.CONST_BITS - G.PASS1_BITS + 1,
@@ -36,81 +81,174 @@ _SH2 = {3: G.CONST_BITS + G.PASS1_BITS + 3, 2: G.CONST_BITS + G.PASS1_BITS + 3 +
         1: G.CONST_BITS + G.PASS1_BITS + 3 + 2, 0: 3}
 
 
-def islow_1d(d):
-    """One 8-point pass of jpeg_idct_islow on Amaranth values; outputs before descaling."""
-    z2, z3 = d[2], d[6]
-    z1 = (z2 + z3) * G.F0_541196100
-    tmp2 = z1 - z3 * G.F1_847759065
-    tmp3 = z1 + z2 * G.F0_765366865
-    tmp0 = (d[0] + d[4]) << G.CONST_BITS
-    tmp1 = (d[0] - d[4]) << G.CONST_BITS
-    tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
-    tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
-    t0, t1, t2, t3 = d[7], d[5], d[3], d[1]
-    z1, z2, z3, z4 = t0 + t3, t1 + t2, t0 + t2, t1 + t3
-    z5 = (z3 + z4) * G.F1_175875602
-    t0 = t0 * G.F0_298631336
-    t1 = t1 * G.F2_053119869
-    t2 = t2 * G.F3_072711026
-    t3 = t3 * G.F1_501321110
-    z1 = z1 * -G.F0_899976223
-    z2 = z2 * -G.F2_562915447
-    z3 = z3 * -G.F1_961570560 + z5
-    z4 = z4 * -G.F0_390180644 + z5
-    t0 = t0 + z1 + z3
-    t1 = t1 + z2 + z4
-    t2 = t2 + z2 + z3
-    t3 = t3 + z1 + z4
-    return [tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0,
-            tmp13 - t0, tmp12 - t1, tmp11 - t2, tmp10 - t3]
+def _unit(f, k):
+    d = [0] * 8
+    d[k] = 1
+    return f(d)
 
 
-def red4_1d(d):
-    """One 4-output pass of jpeg_idct_4x4 (input 4 unused); outputs before descaling."""
-    tmp0 = d[0] << (G.CONST_BITS + 1)
-    tmp2 = d[2] * G.F1_847759065 - d[6] * G.F0_765366865
-    tmp10, tmp12 = tmp0 + tmp2, tmp0 - tmp2
-    z1, z2, z3, z4 = d[7], d[5], d[3], d[1]
-    tmp0 = (z2 * G.F1_451774981 + z4 * G.F1_061594337) - (z1 * G.F0_211164243
-                                                          + z3 * G.F2_172734803)
-    tmp2 = (z3 * G.F0_899976223 + z4 * G.F2_562915447) - (z1 * G.F0_509795579
-                                                          + z2 * G.F0_601344887)
-    return [tmp10 + tmp2, tmp12 + tmp0, tmp12 - tmp0, tmp10 - tmp2]
+def flat_tables():
+    """Per log2 size: (S, T) with S[j][i] the constant of input ODD_IN[i] in the odd sum S_j and
+    T[j][i] that of input EVEN_IN[i] in the even sum T_j, such that :func:`flat_1d` is the
+    size's 1-D pass (outputs at OUT_POS)."""
+    tabs = {}
+    # islow: outputs tmp10 + t3, tmp11 + t2, tmp12 + t1, tmp13 + t0, ...: S_j = t_j,
+    # T0 = tmp3, T1 = tmp2 (tmp10/13 = tmp0 +- tmp3, tmp11/12 = tmp1 +- tmp2)
+    u = {k: _unit(G._islow_1d, k) for k in range(8)}
+    tabs[3] = ([[u[k][3 - j] for k in ODD_IN] for j in range(4)],
+               [[(u[k][0] - u[k][3]) // 2 for k in EVEN_IN],
+                [(u[k][1] - u[k][2]) // 2 for k in EVEN_IN]])
+    # 4x4: [tmp10 + tmp2, tmp12 + tmp0, tmp12 - tmp0, tmp10 - tmp2] (tmp10/12 = dc +- e):
+    # S3 = tmp2, S2 = tmp0, S0 = -tmp0, S1 = -tmp2, T0 = e, T1 = -e -> outputs 0, 1, 3, 2
+    u = {k: _unit(G._red4_1d, k) for k in range(8)}
+    tabs[2] = ([[-u[k][1] for k in ODD_IN], [-u[k][0] for k in ODD_IN],
+                [u[k][1] for k in ODD_IN], [u[k][0] for k in ODD_IN]],
+               [[u[k][0] for k in EVEN_IN], [-u[k][0] for k in EVEN_IN]])
+    # 2x2: [dc + tmp0, dc - tmp0]: S3 = tmp0, S2 = -tmp0
+    u = {k: _unit(G._red2_1d, k) for k in range(8)}
+    tabs[1] = ([[0] * 4, [0] * 4, [u[k][1] for k in ODD_IN], [u[k][0] for k in ODD_IN]],
+               [[0, 0], [0, 0]])
+    tabs[0] = ([[0] * 4 for _ in range(4)], [[0, 0], [0, 0]])
+    return tabs
 
 
-def red2_1d(d):
-    """One 2-output pass of jpeg_idct_2x2 (inputs 2, 4, 6 unused); outputs before descaling."""
-    tmp10 = d[0] << (G.CONST_BITS + 2)
-    tmp0 = (d[5] * G.F0_850430095 + d[1] * G.F3_624509785) - (d[7] * G.F0_720959822
-                                                              + d[3] * G.F1_272758580)
-    return [tmp10 + tmp0, tmp10 - tmp0]
+def flat_1d(d, sz: int, rnd: int = 0):
+    """The common shape on integers (or Amaranth values): 8 outputs, ``rnd`` added to each."""
+    S, T = flat_tables()[sz]
+    s = [sum(d[k] * c for k, c in zip(ODD_IN, row)) for row in S]
+    t = [sum(d[k] * c for k, c in zip(EVEN_IN, row)) for row in T]
+    dc = (d[0] << _DC_SHIFT[sz]) + rnd
+    d4 = d[4] << G.CONST_BITS if sz == 3 else 0
+    tmp0, tmp1 = dc + d4, dc - d4
+    e10, e13, e11, e12 = tmp0 + t[0], tmp0 - t[0], tmp1 + t[1], tmp1 - t[1]
+    return [e10 + s[3], e11 + s[2], e12 + s[1], e13 + s[0],
+            e13 - s[0], e12 - s[1], e11 - s[2], e10 - s[3]]
 
 
-def range_limit(m: Module, x, name: str) -> Signal:
-    """libjpeg's post-IDCT limit of a value already descaled: clamp(wrap10(x) + 128, 0, 255)."""
-    t = Signal(10, name=f"{name}_w")
-    out = Signal(8, name=name)
-    m.d.comb += t.eq(x + 512)
-    m.d.comb += out.eq(Mux(t < 384, 0, Mux(t > 639, 255, t - 384)))
-    return out
+def _reg(m: Module, value, shape, name: str, ctl: bool = False) -> Signal:
+    """``value`` one clock later. Only control (``ctl``: valid bits) is reset; data in flight
+    is ignored after a reset, and leaving it out keeps the reset's fanout small."""
+    r = Signal(shape, name=name, reset_less=not ctl)
+    m.d.sync += r.eq(value)
+    return r
 
 
-def _descale(x, n: int):
-    return (x + (1 << (n - 1))) >> n if n else x
+def _delay(m: Module, value, n: int, name: str, ctl: bool = False) -> Signal:
+    """``value`` ``n`` clocks later (registers only)."""
+    for i in range(n):
+        value = _reg(m, value, len(value), f"{name}_d{i + 1}", ctl)
+    return value
 
 
-def _idct_pass(m: Module, d, sz, shifts, name: str) -> list[Signal]:
-    """One 1-D pass at the block's IDCT size (``sz`` = log2 of 8/4/2/1): the size's outputs,
-    descaled by ``shifts[sz]``; outputs past the size are left zero."""
-    outs = {3: islow_1d(d), 2: red4_1d(d), 1: red2_1d(d), 0: [d[0]]}
+def _pass(m: Module, d_in, valid, sz, sz_early, load, ctr, name: str, exact: bool):
+    """Stages [1]-[6] of a 1-D pass: ``d_in`` (8 inputs) are registered into stage [1] when
+    ``valid``; ``sz`` is the stage [1] size register, ``sz_early`` the size one clock before,
+    valid whenever ``load``. Returns the 8 outputs of the common shape (stage [6] registers)
+    and ``sz`` there."""
+    tabs = flat_tables()
+    width = P1_BITS if exact else P2_BITS
+    shape = signed(width) if exact else unsigned(width)
+    shifts = _SH1 if exact else _SH2
+    rnd = {z: ((1 << (n - 1)) if n else 0) + (0 if exact else 512 << n)
+           for z, n in shifts.items()}
+
+    # [1] constants, beside the inputs: multiplier operands straight from registers
+    slots = []                  # (input index, constants by size, sum kind, sum index)
+    for j in range(4):
+        for i, k in enumerate(ODD_IN):
+            slots.append((k, [tabs[z][0][j][i] for z in range(4)], "S", j))
+    for j in range(2):
+        for i, k in enumerate(EVEN_IN):
+            slots.append((k, [tabs[z][1][j][i] for z in range(4)], "T", j))
+    prods = {}
+    for n, (k, consts, kind, j) in enumerate(slots):
+        assert all(-(1 << 16) <= c < (1 << 16) for c in consts)
+        # Each multiplier gets its own copy of its input, of the size and of its constant,
+        # next to it: shared, one register would drive 8-40 multipliers across the chip.
+        # The copies also load at extra, harmless times (``ctr``: the size is stable then,
+        # or the input unused) so that synthesis cannot merge them back into one.
+        szc = Signal(2, name=f"{name}_szc{n}", reset_less=True)
+        with m.If(load | (ctr == n)):
+            m.d.sync += szc.eq(sz_early)
+        K = _reg(m, Array(Const(c, signed(17)) for c in consts)[szc], signed(17),
+                 f"{name}_k{n}")
+        x = Signal(len(d_in[k]) if exact else LO, name=f"{name}_x{n}", reset_less=True)
+        with m.If(valid | (ctr == n)):
+            m.d.sync += x.eq(d_in[k])
+        lo = x[:LO]
+        # [2] products, registered as they leave the multipliers
+        pl = _reg(m, lo * K, shape, f"{name}_pl{n}")
+        if exact:
+            # 3 top bits: a table of (top bits, size), no second multiplier
+            tbl = Array(Const(((v ^ 4) - 4) * consts[z], signed(21))
+                        for z in range(4) for v in range(8))
+            ph = _reg(m, tbl[Cat(x[LO:LO + 3], sz)], shape, f"{name}_ph{n}")
+        else:
+            # the top 11 bits in a second multiplier, with copies of its own
+            szh = Signal(2, name=f"{name}_szh{n}", reset_less=True)
+            with m.If(load | (ctr == n + 32)):
+                m.d.sync += szh.eq(sz_early)
+            Kh = _reg(m, Array(Const(c, signed(17)) for c in consts)[szh], signed(17),
+                      f"{name}_kh{n}")
+            xh = Signal(len(d_in[k]) - LO, name=f"{name}_xh{n}", reset_less=True)
+            with m.If(valid | (ctr == n + 32)):
+                m.d.sync += xh.eq(d_in[k][LO:])
+            ph = _reg(m, xh.as_signed() * Kh, unsigned(width - LO), f"{name}_ph{n}")
+        # [3] the halves added
+        prods.setdefault((kind, j), []).append(
+            _reg(m, pl + (ph << LO), shape, f"{name}_q{n}"))
+    sz2 = _reg(m, sz, 2, f"{name}_sz2")
+    d = {k: _reg(m, d_in[k], d_in[k].shape(), f"{name}_d{k}") for k in (0, 4)}
+    dc = Signal(shape, name=f"{name}_dc", reset_less=True)
+    with m.Switch(sz):
+        for z in range(4):
+            with m.Case(z):
+                m.d.sync += dc.eq((d[0] << _DC_SHIFT[z]) + rnd[z])
+    d4 = _reg(m, Mux(sz == 3, d[4] << G.CONST_BITS, 0), shape, f"{name}_d4")
+    # [3]
+    sz3 = _reg(m, sz2, 2, f"{name}_sz3")
+    tmp0 = _reg(m, dc + d4, shape, f"{name}_tmp0")
+    tmp1 = _reg(m, dc - d4, shape, f"{name}_tmp1")
+    # [4] pairs
+    sz4 = _reg(m, sz3, 2, f"{name}_sz4")
+    pairs = {}
+    for (kind, j), p in prods.items():
+        pairs[kind, j] = [_reg(m, p[0] + p[1], shape, f"{name}_{kind}{j}a")]
+        if len(p) == 4:
+            pairs[kind, j].append(_reg(m, p[2] + p[3], shape, f"{name}_{kind}{j}b"))
+    tmp0_4 = _reg(m, tmp0, shape, f"{name}_tmp0_4")
+    tmp1_4 = _reg(m, tmp1, shape, f"{name}_tmp1_4")
+    # [5] odd sums, even halves
+    sz5 = _reg(m, sz4, 2, f"{name}_sz5")
+    s = [_reg(m, pairs["S", j][0] + pairs["S", j][1], shape, f"{name}_s{j}") for j in range(4)]
+    t0, t1 = pairs["T", 0][0], pairs["T", 1][0]
+    e10 = _reg(m, tmp0_4 + t0, shape, f"{name}_e10")
+    e13 = _reg(m, tmp0_4 - t0, shape, f"{name}_e13")
+    e11 = _reg(m, tmp1_4 + t1, shape, f"{name}_e11")
+    e12 = _reg(m, tmp1_4 - t1, shape, f"{name}_e12")
+    # [6] outputs
+    sz6 = _reg(m, sz5, 2, f"{name}_sz6")
+    outs = [e10 + s[3], e11 + s[2], e12 + s[1], e13 + s[0],
+            e13 - s[0], e12 - s[1], e11 - s[2], e10 - s[3]]
+    o = [_reg(m, v, shape, f"{name}_o{i}") for i, v in enumerate(outs)]
+    return o, sz6
+
+
+def _select(m: Module, o, sz, name: str, exact: bool) -> list[Signal]:
+    """Stage [7]: the size's outputs in order, descaled (pass 1: the workspace word; pass 2: the
+    10 bits the range limit keeps, +512 included); past the size 0 (pass 2: 512, i.e. 128)."""
     res = []
     for i in range(8):
-        v = Signal(signed(WS_BITS), name=f"{name}_{i}")
+        v = Signal(signed(WS_BITS) if exact else 10, name=f"{name}_y{i}", reset_less=True)
         with m.Switch(sz):
-            for size, o in outs.items():
-                if i < len(o):
-                    with m.Case(size):
-                        m.d.comb += v.eq(_descale(o[i], shifts[size]))
+            for z in range(4):
+                with m.Case(z):
+                    if i < len(OUT_POS[z]):
+                        src = o[OUT_POS[z][i]]
+                        m.d.sync += v.eq(src >> _SH1[z] if exact
+                                         else src[_SH2[z]:_SH2[z] + 10])
+                    else:
+                        m.d.sync += v.eq(0 if exact else 512)
         res.append(v)
     return res
 
@@ -141,23 +279,32 @@ class BlockIdct(wiring.Component):
         qr = qmem.read_port(transparent_for=())
         m.d.comb += [qw.addr.eq(self.q_addr), qw.data.eq(self.q_data), qw.en.eq(self.q_we)]
 
-        # ---- stage 1: quantizer read ---------------------------------------------------------
+        # ---- input side: [q1] quantizer read, [q2] its data registered, [q3] product -----
         m.d.comb += qr.addr.eq(Cat(self.cw_k, self.cw_tq))
-        s1_cw = Signal()
-        s1_k = Signal(6)
-        s1_val = Signal(signed(12))
-        s1_be = Signal()
-        s1_meta = Signal(2 + 13 + 13 + 1)
-        m.d.sync += [s1_cw.eq(self.cw_valid), s1_k.eq(self.cw_k), s1_val.eq(self.cw_val),
-                     s1_be.eq(self.be_valid),
-                     s1_meta.eq(Cat(self.be_comp, self.be_bcol, self.be_brow, self.be_row_end))]
+        s1_cw = _reg(m, self.cw_valid, 1, "s1_cw", ctl=True)
+        s1_k = _reg(m, self.cw_k, 6, "s1_k")
+        s1_val = _reg(m, self.cw_val, signed(12), "s1_val")
+        s1_be = _reg(m, self.be_valid, 1, "s1_be", ctl=True)
+        meta_in = Cat(self.be_comp, self.be_bcol, self.be_brow, self.be_row_end)
+        s1_meta = _reg(m, meta_in, len(meta_in), "s1_meta")
+        s2_q = _reg(m, qr.data, 8, "s2_q")
+        s2_cw = _reg(m, s1_cw, 1, "s2_cw", ctl=True)
+        s2_val = _reg(m, s1_val, signed(12), "s2_val")
+        s2_be = _reg(m, s1_be, 1, "s2_be", ctl=True)
+        s2_meta = _reg(m, s1_meta, len(s1_meta), "s2_meta")
+        s2_nat = _reg(m, Array(Const(z, 6) for z in ZIGZAG_LIST)[s1_k], 6, "s2_nat")
+        prod = _reg(m, s2_val * s2_q, signed(20), "s3_prod")
+        s3_cw = _reg(m, s2_cw, 1, "s3_cw", ctl=True)
+        s3_be = _reg(m, s2_be, 1, "s3_be", ctl=True)
+        s3_meta = _reg(m, s2_meta, len(s2_meta), "s3_meta")
+        nat = _reg(m, s2_nat, 6, "s3_nat")
 
         # ---- coefficient buffers -------------------------------------------------------------
         # One RAM per coefficient row (natural order), addressed by (buffer, column): pass 1
         # reads one column of the buffer ``rb`` (all eight rows) per clock.
         mask = [Signal(64, name=f"mask{b}") for b in range(2)]
         full = [Signal(name=f"full{b}") for b in range(2)]
-        meta = [Signal(len(s1_meta), name=f"meta{b}") for b in range(2)]
+        meta = [Signal(len(s3_meta), name=f"meta{b}") for b in range(2)]
         wb = Signal()
         rb = Signal()
         claimed = Signal(2)
@@ -165,10 +312,6 @@ class BlockIdct(wiring.Component):
         m.d.comb += self.can_claim.eq(claimed < 2)
         m.d.sync += claimed.eq(claimed + self.claim - free)
 
-        nat = Signal(6)
-        m.d.comb += nat.eq(Array(Const(z, 6) for z in ZIGZAG_LIST)[s1_k])
-        prod = Signal(signed(20))
-        m.d.comb += prod.eq(s1_val * qr.data)
         c1 = Signal(3)
         coef_rd = []
         for r in range(8):
@@ -176,37 +319,54 @@ class BlockIdct(wiring.Component):
             m.submodules[f"coef{r}"] = mem
             w = mem.write_port()
             m.d.comb += [w.addr.eq(Cat(nat[:3], wb)), w.data.eq(prod),
-                         w.en.eq(s1_cw & (nat[3:] == r))]
+                         w.en.eq(s3_cw & (nat[3:] == r))]
             rp = mem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(Cat(c1, rb))
             coef_rd.append(rp.data)
         for b in range(2):
-            with m.If(s1_cw & (wb == b)):
+            with m.If(s3_cw & (wb == b)):
                 m.d.sync += mask[b].eq(mask[b] | (Const(1, 1) << nat))     # 64 bits wide
-            with m.If(s1_be & (wb == b)):
-                m.d.sync += [full[b].eq(1), meta[b].eq(s1_meta)]
+            with m.If(s3_be & (wb == b)):
+                m.d.sync += [full[b].eq(1), meta[b].eq(s3_meta)]
             with m.If(free & (rb == b)):
                 m.d.sync += [mask[b].eq(0), full[b].eq(0)]
-        with m.If(s1_be):
+        with m.If(s3_be):
             m.d.sync += wb.eq(~wb)
 
         # ---- pass 1: columns -----------------------------------------------------------------
-        # workspace: one RAM of 64 words (row * 8 + column), eight write ports (pass 1 writes
-        # a column) and eight read ports (pass 2 reads a row)
-        m.submodules.ws = wsmem = memory.Memory(shape=signed(WS_BITS), depth=64, init=[])
-        p1 = Signal()               # pass 1 running on buffer rb
-        rmeta = Signal(len(s1_meta))
+        p1 = Signal()               # pass 1 issuing columns of buffer rb
+        start1 = Signal()           # pass 1 starts on buffer rb next clock
+        rmeta = Signal(len(s3_meta))
         m.d.comb += rmeta.eq(Mux(rb, meta[1], meta[0]))
         sz1 = Signal(2)             # log2 IDCT size of the block in buffer rb
         m.d.comb += sz1.eq(Mux(rmeta[:2] == 0, self.ls, self.cs))
         rmask = Signal(64)
         m.d.comb += rmask.eq(Mux(rb, mask[1], mask[0]))
-        d_in = []
+        # [1] the column, masked
+        d1 = []
         for r in range(8):
-            d_in.append(Mux(rmask.bit_select(Cat(c1, Const(r, 3)), 1), coef_rd[r], 0))
-        for r, v in enumerate(_idct_pass(m, d_in, sz1, _SH1, "p1")):
-            w = wsmem.write_port()
-            m.d.comb += [w.addr.eq(Cat(c1, Const(r, 3))), w.data.eq(v), w.en.eq(p1)]
+            v = Signal(signed(20), name=f"p1_in{r}")
+            m.d.comb += v.eq(Mux(rmask.bit_select(Cat(c1, Const(r, 3)), 1), coef_rd[r], 0))
+            d1.append(v)
+        p1_sz = _reg(m, sz1, 2, "p1_sz")
+        # free-running: only tells the copies of the size apart (see _pass)
+        ctr = Signal(6, reset_less=True)
+        m.d.sync += ctr.eq(ctr + 1)
+        # sz1 is the block's from start1 to its last column (rb and its meta stay put)
+        o1, p1_sz6 = _pass(m, d1, p1, p1_sz, sz1, start1, ctr, "p1", exact=True)
+        ws_data = _select(m, o1, p1_sz6, "p1", exact=True)
+        # [7]: the write, 7 clocks after the column was issued
+        P1_LAT = 7
+        ws_we = _delay(m, p1, P1_LAT, "p1_v", ctl=True)
+        ws_col = _delay(m, c1, P1_LAT, "p1_c")
+        # workspace (row = pass 1 output, column = coefficient column): registers, written a
+        # column at a time, read a row at a time
+        ws = [[Signal(signed(WS_BITS), name=f"ws{r}_{c}", reset_less=True) for c in range(8)]
+              for r in range(8)]
+        for c in range(8):
+            with m.If(ws_we & (ws_col == c)):
+                m.d.sync += [ws[r][c].eq(ws_data[r]) for r in range(8)]
+
         # the columns pass 2 reads: all for 8x8; not 4 for 4x4; 0, 1, 3, 5, 7 for 2x2; 0 for 1x1
         c1_last = Signal()
         c1_next = Signal(3)
@@ -222,16 +382,9 @@ class BlockIdct(wiring.Component):
         # ---- pass 2: rows --------------------------------------------------------------------
         r2 = Signal(3)
         p2 = Signal()
-        meta2 = Signal(len(s1_meta))
+        meta2 = Signal(len(s3_meta))
         sz2 = Signal(2)
         m2_comp, m2_bcol, m2_brow, m2_end = meta2[:2], meta2[2:15], meta2[15:28], meta2[28]
-        d2 = []
-        for c in range(8):
-            rp = wsmem.read_port(domain="comb")
-            m.d.comb += rp.addr.eq(Cat(Const(c, 3), r2))
-            d2.append(rp.data)
-        samples = [range_limit(m, y, f"px{c}")
-                   for c, y in enumerate(_idct_pass(m, d2, sz2, _SH2, "p2"))]
         line = Signal(5)
         with m.Switch(sz2):
             for sz in range(4):
@@ -239,14 +392,42 @@ class BlockIdct(wiring.Component):
                     m.d.comb += line.eq(Cat(r2[:sz], m2_brow)[:5])
         r2_last = Signal()
         m.d.comb += r2_last.eq(r2 == (Const(1, 4) << sz2) - 1)
-        m.d.comb += [self.lw_en.eq(p2), self.lw_comp.eq(m2_comp), self.lw_line.eq(line),
-                     self.lw_col.eq(m2_bcol), self.lw_size.eq(sz2),
+        # the row's reads happen P1_LAT clocks after it is issued, like pass 1's writes
+        rd_row = _delay(m, r2, P1_LAT, "p2_rr")
+        rd_v_e = _delay(m, p2, P1_LAT - 1, "p2_rv", ctl=True)
+        rd_v = _reg(m, rd_v_e, 1, "p2_rv", ctl=True)
+        rd_sz_e = _delay(m, sz2, P1_LAT - 1, "p2_rs")
+        rd_sz = _reg(m, rd_sz_e, 2, "p2_rs")
+        rd_sz_d = Signal(2)
+        # [1] the row read
+        d2 = []
+        for c in range(8):
+            v = Signal(signed(WS_BITS), name=f"p2_in{c}")
+            m.d.comb += v.eq(Array(ws[r][c] for r in range(8))[rd_row])
+            d2.append(v)
+        m.d.sync += rd_sz_d.eq(rd_sz)
+        o2, p2_sz6 = _pass(m, d2, rd_v, rd_sz_d, rd_sz_e, rd_v_e, ctr, "p2", exact=False)
+        t = _select(m, o2, p2_sz6, "p2", exact=False)
+        # [8] range limit: clamp(t - 384, 0, 255); t - 384 is t[:8] ^ 0x80 inside the range
+        samples = []
+        for c in range(8):
+            px = Signal(8, name=f"px{c}", reset_less=True)
+            m.d.sync += px.eq(Mux(t[c] < 384, 0, Mux(t[c] > 639, 255, t[c][:8] ^ 0x80)))
+            samples.append(px)
+        P2_LAT = P1_LAT + 8
+        o_en, o_end = _delay(m, Cat(p2, m2_end & r2_last), P2_LAT, "lw_v", ctl=True)
+        o_meta = _delay(m, Cat(m2_comp, line, m2_bcol, sz2), P2_LAT, "lw_meta")
+        o_comp, o_line, o_col, o_size = o_meta[0:2], o_meta[2:7], o_meta[7:20], o_meta[20:22]
+        m.d.comb += [self.lw_en.eq(o_en), self.lw_comp.eq(o_comp), self.lw_line.eq(o_line),
+                     self.lw_col.eq(o_col), self.lw_size.eq(o_size),
                      self.lw_data.eq(Cat(*samples))]
+        with m.If(o_en & o_end):
+            m.d.sync += self.rows_done.eq(self.rows_done + 1)
 
         # pass 1 writes one workspace column per clock while pass 2 reads one row per clock,
         # so they must not overlap: pass 1 waits for pass 2's last row.
         p2_last = p2 & r2_last
-        start1 = ~p1 & Mux(rb, full[1], full[0]) & (~p2 | p2_last)
+        m.d.comb += start1.eq(~p1 & Mux(rb, full[1], full[0]) & (~p2 | p2_last))
         with m.If(start1):
             m.d.sync += [p1.eq(1), c1.eq(0)]
         with m.If(p1):
@@ -260,7 +441,12 @@ class BlockIdct(wiring.Component):
             with m.If(r2_last):
                 with m.If(~(p1 & c1_last)):
                     m.d.sync += p2.eq(0)
-                with m.If(m2_end):
-                    m.d.sync += self.rows_done.eq(self.rows_done + 1)
-        m.d.comb += self.busy.eq(p1 | p2 | full[0] | full[1])
+        # anything in flight: block ends on the input side, rows in the passes' delay lines
+        drain = Signal(range(P2_LAT + 2))
+        with m.If(p1 | p2):
+            m.d.sync += drain.eq(P2_LAT + 1)
+        with m.Elif(drain != 0):
+            m.d.sync += drain.eq(drain - 1)
+        m.d.comb += self.busy.eq(p1 | p2 | full[0] | full[1] | s1_be | s2_be | s3_be
+                                 | (drain != 0))
         return m

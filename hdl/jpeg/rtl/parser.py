@@ -2,8 +2,8 @@
 
 One byte per clock, the same state machine as :mod:`hdl.jpeg.markers`:
 
-* header (SOI .. SOS): marker, 16-bit length, payload. DQT entries and DHT symbols go straight
-  to the table RAMs (``q_*``, ``s_*`` write ports), DHT code counts become the canonical
+* header (SOI .. SOS): marker, 16-bit length, payload. DQT entries and DHT symbols go to the
+  table RAMs (``q_*``, ``s_*`` write ports), DHT code counts become the canonical
   ``lim``/``base`` registers of the entropy decoder (``l_*``), SOF/SOS/DRI fill the frame and
   scan registers. A segment's content errors are kept until its last byte, as the golden model
   reads the whole segment first (a truncated segment is TRUNCATED whatever it holds).
@@ -17,6 +17,23 @@ On an error the parser records the code (``res_code``), drains the input up to `
 waits in DONE for ``go`` (the top's next image). ``abort`` makes it drain at once (the entropy
 decoder found an error). Every state leaves on ``last``, so it never waits for bytes that will
 not come.
+
+Register stages (for 100+ MHz; the scan keeps one byte per clock, headers lose a few clocks
+per segment):
+
+1. input stage: the byte, ``last`` and the byte's decoded classes (FF/00/RSTn, the marker's
+   action in the header and in the trailer, small length values) are registered; the state
+   machine works on these. Full rate (it refills in the clock its byte is taken); after a
+   ``last`` it takes nothing until ``go``.
+2. state machine: one payload byte per clock. The payload length and the bytes left are
+   counters, not ``off`` compares.
+3. behind it, a clock later: the table write ports (``q_*``, ``s_*``, ``l_*``, registered);
+   the DHT count checks (code space, symbol total against the remaining length, from
+   registered operands, ``d_*``); the tables' "defined" bits (``q_def``/``h_def``, once
+   ``perr`` holds those checks).
+4. segment verdict, three clocks after the last payload byte: SEGEND registers the kind's
+   checks (length/dimension compares), SEGCHK the first failing check's code, SEGACT acts
+   (next state, ``res_code``, frame/scan registers, ``start``).
 """
 from __future__ import annotations
 
@@ -81,23 +98,81 @@ class MarkerParser(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        byte = self.i.payload.byte
-        last = self.i.payload.last
-        valid = self.i.valid
+        # ---- input stage ----------------------------------------------------------------------
+        # The state machine works on a registered copy of the input byte together with its
+        # decoded classes (marker kinds, FF/00/RSTn, length field values), so no byte compare
+        # sits in front of its next-state logic. Full rate: the stage takes a byte whenever
+        # it is empty or its byte is taken (``take``). After a byte with ``last`` it takes
+        # nothing until ``go``, as the parser takes no byte of the next file before then.
+        byte = Signal(8)
+        last = Signal()
+        valid = Signal()
+        take = Signal()             # the state machine takes the staged byte
+        eof_in = Signal()
+        ib = self.i.payload.byte
+        # Marker classes for ``dispatch`` (``h_beg``/``t_beg``: the marker begins a segment in
+        # the header / the trailer; the same set of markers, of different kinds there).
+        dqt, dht, dri = ib == 0xDB, ib == 0xC4, ib == 0xDD
+        app0, app14, eoi = ib == 0xE0, ib == 0xEE, ib == 0xD9
+        skip = ((ib >= 0xE0) & (ib <= 0xEF)) | (ib == 0xFE) | (ib == 0xDC)
+        sof_t = (ib >= 0xC0) & (ib <= 0xCF) & (ib != 0xC4) & (ib != 0xCC) & (ib != 0xC8)
+        dec = {
+            "ff": ib == 0xFF, "00": ib == 0x00, "d8": ib == 0xD8, "rst": ib[3:] == 0xD0 >> 3,
+            "lt2": ib < 2, "eq2": ib == 2, "eq3": ib == 3,
+            "tem": ib == 0x01, "sof01": (ib == 0xC0) | (ib == 0xC1), "sos": ib == 0xDA,
+            "h_beg": dqt | dht | dri | skip,
+            "dqt": dqt, "dht": dht, "dri": dri, "app0": app0, "app14": app14,
+            "lossless": _in(ib, _SOF_LOSSLESS),
+            "prog": _in(ib, _SOF_PROGRESSIVE + (0xDE, 0xDF)),
+            "arith": _in(ib, _SOF_ARITHMETIC + (0xCC,)), "eoi": eoi, "sof_t": sof_t,
+            "t_beg": dqt | dht | dri | skip,
+        }
+        fl = {k: Signal(name=f"in_{k}") for k in dec}
+        m.d.comb += self.i.ready.eq(~eof_in & (~valid | take))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [byte.eq(ib), last.eq(self.i.payload.last), valid.eq(1),
+                         *[fl[k].eq(v) for k, v in dec.items()]]
+            with m.If(self.i.payload.last):
+                m.d.sync += eof_in.eq(1)
+        with m.Elif(take):
+            m.d.sync += valid.eq(0)
 
         trailer = Signal()          # after the scan
         eof_seen = Signal()
         kind = Signal(3)
-        seg_len = Signal(16)
         len_hi = Signal(8)
+        len_hi0 = Signal()          # len_hi == 0
         off = Signal(16)            # payload offset of the current byte
         perr = Signal(8)            # first content error of the segment (0 = none)
-        plen = seg_len - 2
+        # The segment's payload length and the bytes left after the current one are kept in
+        # registers (set from the length field, then counted down) rather than derived from
+        # ``off`` per byte: no subtract/compare chain in front of the byte's next state.
+        plen = Signal(16)
         rem_after = Signal(16)      # payload bytes after the current one
-        m.d.comb += rem_after.eq(plen - off - 1)
+        pay_last = Signal()         # the current payload byte is the segment's last
+
+        # A DHT code count's checks (code space overflow, symbol total against the segment's
+        # remaining length) need an add and a compare after the byte; they are made one clock
+        # later from registered copies (``d_*``), and their error counts as the segment's
+        # first (``dly_err``) ahead of any error of the byte after. DHT errors are all
+        # BAD_TABLE, which SEGEND reads through ``perr_now``.
+        d_chk = Signal()
+        d_last = Signal()
+        d_hpos = Signal(5)
+        d_newcode = Signal(18)
+        d_tot = Signal(12)
+        d_rem = Signal(16)
+        dly_err = Signal()
+        m.d.comb += dly_err.eq(d_chk & ((d_newcode > (Const(1, 18) << d_hpos)) |
+                                        (d_last & ((d_tot > 256) | (d_rem < d_tot)))))
+        m.d.sync += d_chk.eq(0)
+        perr_ok = (perr == 0) & ~dly_err
+        perr_now = Mux(perr != 0, perr, Mux(dly_err, S.BAD_TABLE, 0))
+        with m.If(dly_err & (perr == 0)):
+            m.d.sync += perr.eq(S.BAD_TABLE)
 
         def set_perr(cond, code):
-            with m.If(cond & (perr == 0)):
+            with m.If(cond & perr_ok):
                 m.d.sync += perr.eq(code)
 
         res_code, res_valid = self.res_code, self.res_valid
@@ -119,6 +194,14 @@ class MarkerParser(wiring.Component):
         # ---- frame / scan / table state -----------------------------------------------------
         q_def = Signal(4)
         h_def = Signal(8)           # bit tc*4 + th
+        # A table's "defined" bit is set the clock after its last byte, once ``perr`` holds
+        # every error up to that byte (the delayed DHT checks included); the last byte's own
+        # errors are excluded where the request is made, as they would have been.
+        q_req = Signal(4)
+        h_req = Signal(8)
+        m.d.sync += [q_req.eq(0), h_req.eq(0)]
+        with m.If(perr == 0):
+            m.d.sync += [q_def.eq(q_def | q_req), h_def.eq(h_def | h_req)]
         jfif = Signal()
         adobe_valid = Signal()
         adobe = Signal(8)
@@ -145,6 +228,7 @@ class MarkerParser(wiring.Component):
         idx = Signal(12)
         total = Signal(12)
         sym_i = Signal(9)
+        sym_last = Signal()         # the next symbol byte is the table's last (sym_i + 1 == total)
         in_syms = Signal()
         # DRI
         ri_tmp = Signal(16)
@@ -160,11 +244,34 @@ class MarkerParser(wiring.Component):
         ahal = Signal(8)
         # scan
         cnt = Signal(32)
-        last_bpos = Signal(32)
         same_cnt = Signal(2)
 
+        # Table writes leave through a register: the RAMs and lim/base registers they feed
+        # are read only after the SOS, long after the DQT/DHT that writes them.
+        tw = {n: Signal.like(getattr(self, n), name=f"tw_{n}") for n in
+              ("q_we", "q_addr", "q_data", "s_we", "s_addr", "s_data",
+               "l_we", "l_tbl", "l_len", "l_lim", "l_base")}
+        for n, sig in tw.items():
+            m.d.sync += getattr(self, n).eq(sig)
+        (tw_q_we, tw_q_addr, tw_q_data, tw_s_we, tw_s_addr, tw_s_data,
+         tw_l_we, tw_l_tbl, tw_l_len, tw_l_lim, tw_l_base) = tw.values()
+
+        # The write data and the delayed checks' operands do not wait for the state decode;
+        # only the write enables and ``d_chk`` do.
+        newcode = Signal(18)
+        m.d.comb += [
+            newcode.eq(code + byte),
+            tw_q_addr.eq(Cat((tpos - 1)[:6], cur_tq)), tw_q_data.eq(byte),
+            tw_s_addr.eq(Cat(sym_i[:8], th, tc)), tw_s_data.eq(byte),
+            tw_l_tbl.eq(Cat(th, tc)), tw_l_len.eq((hpos - 1)[:4]),
+            tw_l_lim.eq(newcode << (16 - hpos)[:5].as_unsigned()),
+            tw_l_base.eq(idx - code),
+        ]
+        m.d.sync += [d_last.eq(hpos == 16), d_hpos.eq(hpos), d_newcode.eq(newcode),
+                     d_tot.eq(total + byte), d_rem.eq(rem_after)]
+
         # defaults
-        m.d.comb += [self.q_we.eq(0), self.s_we.eq(0), self.l_we.eq(0), self.start.eq(0)]
+        m.d.comb += [tw_q_we.eq(0), tw_s_we.eq(0), tw_l_we.eq(0), self.start.eq(0)]
         m.d.comb += self.ns.eq(ns[:2])
         for k in range(3):
             m.d.comb += [self.tq[k].eq(c_tq[k]), self.s_fidx[k].eq(s_fidx[k])]
@@ -179,8 +286,12 @@ class MarkerParser(wiring.Component):
         b_eof = Signal()
         b_drop = Signal()
         b_done = Signal()
+        # ``at_bpos``: the last boundary pushed is at ``cnt`` (a data byte moves ``cnt`` past it,
+        # a boundary catches up; never both in one clock), a flag instead of a 32-bit compare
+        # in front of the boundary handshake.
+        at_bpos = Signal(init=1)
         m.d.comb += [
-            b_drop.eq((cnt == last_bpos) & (same_cnt >= 2)),
+            b_drop.eq(at_bpos & same_cnt[1]),
             self.bnd.valid.eq(b_try & ~b_drop),
             self.bnd.payload.pos.eq(cnt),
             self.bnd.payload.term.eq(b_term),
@@ -189,78 +300,49 @@ class MarkerParser(wiring.Component):
             b_done.eq(b_try & (b_drop | self.bnd.ready)),
         ]
         with m.If(b_done):
-            with m.If(cnt == last_bpos):
+            with m.If(at_bpos):
                 with m.If(same_cnt < 3):
                     m.d.sync += same_cnt.eq(same_cnt + 1)
             with m.Else():
-                m.d.sync += [last_bpos.eq(cnt), same_cnt.eq(1)]
+                m.d.sync += [same_cnt.eq(1), at_bpos.eq(1)]
         with m.If(self.bo.valid & self.bo.ready):
-            m.d.sync += cnt.eq(cnt + 1)
+            m.d.sync += [cnt.eq(cnt + 1), at_bpos.eq(0)]
 
         # ---- marker dispatch ----------------------------------------------------------------
         def begin_segment(k):
             m.d.sync += kind.eq(k)
             goto("LEN0", last, S.TRUNCATED)
 
-        def dispatch_header(c):
-            with m.If((c == 0xC0) | (c == 0xC1)):
+        def dispatch():
+            with m.If(trailer):
+                with m.If(fl["t_beg"]):
+                    begin_segment(Mux(fl["dqt"], K_DQT, Mux(fl["dht"], K_DHT, K_SKIP)))
+                with m.Elif(fl["tem"]):
+                    goto("MARK0", last, mark_eof)
+                with m.Else():
+                    finish(Mux(fl["eoi"], S.OK, Mux(fl["sos"], S.MULTI_SCAN, Mux(
+                        fl["sof_t"], S.BAD_HEADER, S.BAD_MARKER))), last)
+            with m.Elif(fl["sof01"]):
                 with m.If(self.header_valid):
                     finish(S.BAD_HEADER, last)
                 with m.Else():
                     begin_segment(K_SOF)
-            with m.Elif(_in(c, _SOF_LOSSLESS)):
-                finish(S.UNSUPPORTED_LOSSLESS, last)
-            with m.Elif(_in(c, _SOF_PROGRESSIVE + (0xDE, 0xDF))):
-                finish(S.UNSUPPORTED_PROGRESSIVE, last)
-            with m.Elif(_in(c, _SOF_ARITHMETIC + (0xCC,))):
-                finish(S.UNSUPPORTED_ARITHMETIC, last)
-            with m.Elif(c == 0xDB):
-                begin_segment(K_DQT)
-            with m.Elif(c == 0xC4):
-                begin_segment(K_DHT)
-            with m.Elif(c == 0xDD):
-                begin_segment(K_DRI)
-            with m.Elif(c == 0xE0):
-                begin_segment(K_APP0)
-            with m.Elif(c == 0xEE):
-                begin_segment(K_APP14)
-            with m.Elif(((c >= 0xE0) & (c <= 0xEF)) | (c == 0xFE) | (c == 0xDC)):
-                begin_segment(K_SKIP)
-            with m.Elif(c == 0x01):
-                goto("MARK0", last, mark_eof)
-            with m.Elif(c == 0xDA):
+            with m.Elif(fl["sos"]):
                 with m.If(self.header_valid):
                     begin_segment(K_SOS)
                 with m.Else():
                     finish(S.BAD_HEADER, last)
-            with m.Elif(c == 0xD9):
-                finish(S.BAD_HEADER, last)
-            with m.Else():
-                finish(S.BAD_MARKER, last)
-
-        def dispatch_trailer(c):
-            with m.If(c == 0xD9):
-                finish(S.OK, last)
-            with m.Elif(c == 0xDA):
-                finish(S.MULTI_SCAN, last)
-            with m.Elif(c == 0xDB):
-                begin_segment(K_DQT)
-            with m.Elif(c == 0xC4):
-                begin_segment(K_DHT)
-            with m.Elif((c == 0xDD) | ((c >= 0xE0) & (c <= 0xEF)) | (c == 0xFE) | (c == 0xDC)):
-                begin_segment(K_SKIP)
-            with m.Elif(c == 0x01):
+            with m.Elif(fl["h_beg"]):
+                begin_segment(Mux(fl["dqt"], K_DQT, Mux(fl["dht"], K_DHT, Mux(
+                    fl["dri"], K_DRI, Mux(fl["app0"], K_APP0, Mux(fl["app14"], K_APP14,
+                                                                  K_SKIP))))))
+            with m.Elif(fl["tem"]):
                 goto("MARK0", last, mark_eof)
-            with m.Elif((c >= 0xC0) & (c <= 0xCF) & (c != 0xC4) & (c != 0xCC) & (c != 0xC8)):
-                finish(S.BAD_HEADER, last)
             with m.Else():
-                finish(S.BAD_MARKER, last)
-
-        def dispatch(c):
-            with m.If(trailer):
-                dispatch_trailer(c)
-            with m.Else():
-                dispatch_header(c)
+                finish(Mux(fl["lossless"], S.UNSUPPORTED_LOSSLESS, Mux(
+                    fl["prog"], S.UNSUPPORTED_PROGRESSIVE, Mux(
+                        fl["arith"], S.UNSUPPORTED_ARITHMETIC, Mux(
+                            fl["eoi"], S.BAD_HEADER, S.BAD_MARKER)))), last)
 
         # ---- payload bytes ------------------------------------------------------------------
         def payload_byte(b):
@@ -313,27 +395,24 @@ class MarkerParser(wiring.Component):
                         m.d.sync += [cur_tq.eq(tq[:2]), tpos.eq(1)]
                     with m.Else():
                         set_perr(b == 0, S.BAD_TABLE)
-                        m.d.comb += [self.q_we.eq(~trailer & (perr == 0)),
-                                     self.q_addr.eq(Cat((tpos - 1)[:6], cur_tq)),
-                                     self.q_data.eq(b)]
+                        m.d.comb += tw_q_we.eq(~trailer & perr_ok)
                         with m.If(tpos == 64):
                             m.d.sync += tpos.eq(0)
-                            with m.If(~trailer & (perr == 0) & (b != 0)):
-                                m.d.sync += q_def.eq(q_def | (1 << cur_tq))
+                            with m.If(~trailer & (b != 0)):
+                                m.d.sync += q_req.eq(1 << cur_tq)
                         with m.Else():
                             m.d.sync += tpos.eq(tpos + 1)
                 with m.Case(K_DHT):
                     tbl = Cat(th, tc)
                     with m.If(in_syms):
                         set_perr((tc == 0) & (b > 15), S.BAD_TABLE)
-                        m.d.comb += [self.s_we.eq(~trailer & (perr == 0)),
-                                     self.s_addr.eq(Cat(sym_i[:8], tbl)),
-                                     self.s_data.eq(b)]
-                        m.d.sync += sym_i.eq(sym_i + 1)
-                        with m.If(sym_i + 1 == total):
+                        m.d.comb += tw_s_we.eq(~trailer & perr_ok)
+                        m.d.sync += [sym_i.eq(sym_i + 1),
+                                     sym_last.eq((sym_i + 1)[:9] + 1 == total)]
+                        with m.If(sym_last):
                             m.d.sync += [in_syms.eq(0), hpos.eq(0)]
-                            with m.If(~trailer & (perr == 0) & ~((tc == 0) & (b > 15))):
-                                m.d.sync += h_def.eq(h_def | (1 << tbl))
+                            with m.If(~trailer & ~((tc == 0) & (b > 15))):
+                                m.d.sync += h_req.eq(1 << tbl)
                     with m.Elif(hpos == 0):
                         t_c, t_h = b[4:], b[:4]
                         set_perr((t_c > 1) | (t_h > 3), S.BAD_TABLE)
@@ -341,23 +420,20 @@ class MarkerParser(wiring.Component):
                         m.d.sync += [tc.eq(t_c[0]), th.eq(t_h[:2]), hpos.eq(1), code.eq(0),
                                      idx.eq(0), total.eq(0)]
                     with m.Else():
-                        newcode = Signal(18)
-                        m.d.comb += newcode.eq(code + b)
-                        set_perr(newcode > (Const(1, 18) << hpos), S.BAD_TABLE)
-                        m.d.comb += [self.l_we.eq(~trailer & (perr == 0)),
-                                     self.l_tbl.eq(tbl), self.l_len.eq((hpos - 1)[:4]),
-                                     self.l_lim.eq(newcode << (16 - hpos)[:5].as_unsigned()),
-                                     self.l_base.eq(idx - code)]
+                        m.d.sync += d_chk.eq(1)
+                        m.d.comb += tw_l_we.eq(~trailer & perr_ok)
                         m.d.sync += [idx.eq(idx + b), code.eq(newcode << 1),
                                      total.eq(total + b)]
                         with m.If(hpos == 16):
-                            tot = total + b
-                            set_perr((tot > 256) | (rem_after < tot), S.BAD_TABLE)
-                            m.d.sync += sym_i.eq(0)
-                            with m.If(tot == 0):
+                            m.d.sync += [sym_i.eq(0),
+                                         sym_last.eq(((total == 0) & (b == 1)) |
+                                                     ((total == 1) & (b == 0)))]
+                            # total + b cannot wrap (16 counts of at most 255 fit 12 bits)
+                            with m.If((total == 0) & (b == 0)):
+                                # no symbols: every count was 0, so the code space is fine
                                 m.d.sync += hpos.eq(0)
-                                with m.If(~trailer & (perr == 0) & ~(newcode > (1 << 16))):
-                                    m.d.sync += h_def.eq(h_def | (1 << tbl))
+                                with m.If(~trailer):
+                                    m.d.sync += h_req.eq(1 << tbl)
                             with m.Else():
                                 m.d.sync += in_syms.eq(1)
                         with m.Else():
@@ -401,9 +477,21 @@ class MarkerParser(wiring.Component):
                         m.d.sync += ri_tmp[:8].eq(b)     # Adobe transform byte (scratch)
 
         # ---- segment verdicts ---------------------------------------------------------------
-        def segment_end():
-            """Returns nothing; decides the segment at its end (after its last byte)."""
-            nxt_eof = eof_seen
+        # Decided over three clocks after the segment's last byte: SEGEND registers each check
+        # of the segment's kind (``v_flags``; the wide length/dimension compares end there),
+        # SEGCHK turns them into the error code in the golden model's priority order
+        # (``v_code``, 0 = none), SEGACT acts on it (next state, frame/scan registers).
+        v_flags = Signal(8)
+        v_perr = Signal(8)
+        v_code = Signal(8)
+        v_codes = {}                # kind -> the codes of its checks, by priority
+
+        def segment_check():
+            """SEGEND: the checks of the segment's kind."""
+            def verdict(kd, *checks):
+                v_codes[kd] = [c for _, c in checks]
+                m.d.sync += v_flags.eq(Cat(*[cond for cond, _ in checks]))
+
             with m.Switch(kind):
                 with m.Case(K_SOF):
                     w_ok = (f_w != 0) & (f_h != 0) & (f_w <= self.max_width) & \
@@ -411,46 +499,17 @@ class MarkerParser(wiring.Component):
                     l12 = lambda k: (c_h[k] >= 1) & (c_h[k] <= 2) & (c_v[k] >= 1) & (c_v[k] <= 2)
                     one = lambda k: (c_h[k] == 1) & (c_v[k] == 1)
                     samp_ok = Mux(nf == 1, l12(0), l12(0) & one(1) & one(2))
-                    with m.If(plen < 6):
-                        finish(S.BAD_HEADER, nxt_eof)
-                    with m.Elif(prec != 8):
-                        finish(S.UNSUPPORTED_PRECISION, nxt_eof)
-                    with m.Elif((nf == 0) | (plen != 6 + 3 * nf)):
-                        finish(S.BAD_HEADER, nxt_eof)
-                    with m.Elif(comp_err):
-                        finish(S.BAD_HEADER, nxt_eof)
-                    with m.Elif((nf != 1) & (nf != 3)):
-                        finish(S.UNSUPPORTED_COMPONENTS, nxt_eof)
-                    with m.Elif(~w_ok):
-                        finish(S.BAD_DIMENSIONS, nxt_eof)
-                    with m.Elif(~samp_ok):
-                        finish(S.UNSUPPORTED_SAMPLING, nxt_eof)
-                    with m.Else():
-                        m.d.sync += [self.header_valid.eq(1), self.width.eq(f_w),
-                                     self.height.eq(f_h), self.three.eq(nf == 3),
-                                     self.h2.eq((nf == 3) & (c_h[0] == 2)),
-                                     self.v2.eq((nf == 3) & (c_v[0] == 2))]
-                        goto("MARK0", nxt_eof, mark_eof)
+                    verdict(K_SOF, (plen < 6, S.BAD_HEADER),
+                            (prec != 8, S.UNSUPPORTED_PRECISION),
+                            ((nf == 0) | (plen != 6 + (nf << 1) + nf), S.BAD_HEADER),
+                            (comp_err, S.BAD_HEADER),
+                            ((nf != 1) & (nf != 3), S.UNSUPPORTED_COMPONENTS),
+                            (~w_ok, S.BAD_DIMENSIONS),
+                            (~samp_ok, S.UNSUPPORTED_SAMPLING))
                 with m.Case(K_DQT, K_DHT):
-                    with m.If(perr != 0):
-                        finish(perr, nxt_eof)
-                    with m.Else():
-                        goto("MARK0", nxt_eof, mark_eof)
+                    m.d.sync += v_perr.eq(perr_now)
                 with m.Case(K_DRI):
-                    with m.If(~trailer & (plen != 2)):
-                        finish(S.BAD_HEADER, nxt_eof)
-                    with m.Else():
-                        with m.If(~trailer):
-                            m.d.sync += self.ri.eq(ri_tmp)
-                        goto("MARK0", nxt_eof, mark_eof)
-                with m.Case(K_APP0):
-                    with m.If(app_match & (plen >= 14)):
-                        m.d.sync += jfif.eq(1)
-                    goto("MARK0", nxt_eof, mark_eof)
-                with m.Case(K_APP14):
-                    with m.If(app_match & (plen >= 12)):
-                        m.d.sync += [adobe_valid.eq(1), adobe.eq(ri_tmp[:8])]
-                    goto("MARK0", nxt_eof, mark_eof)
+                    verdict(K_DRI, (~trailer & (plen != 2), S.BAD_HEADER))
                 with m.Case(K_SOS):
                     n_frame = Mux(self.three, 3, 1)
                     ids_rgb = (cid[0] == 82) & (cid[1] == 71) & (cid[2] == 66)
@@ -462,17 +521,56 @@ class MarkerParser(wiring.Component):
                         dc_ok = (h_def >> s_td[k][:2])[0] | (s_td[k] <= 1)
                         ac_ok = (h_def >> (4 + s_ta[k][:2]))[0] | (s_ta[k] <= 1)
                         h_ok = h_ok & ((k >= ns) | (dc_ok & ac_ok))
-                    hdr_bad = ((ns < 1) | (ns > 4) | (plen != 4 + 2 * ns) | sos_bad |
+                    hdr_bad = ((ns < 1) | (ns > 4) | (plen != 4 + (ns << 1)) | sos_bad |
                                (ss != 0) | (se != 63) | (ahal != 0))
-                    with m.If(hdr_bad):
-                        finish(S.BAD_HEADER, nxt_eof)
-                    with m.Elif(ns != n_frame):
-                        finish(S.MULTI_SCAN, nxt_eof)
-                    with m.Elif(rgb):
-                        finish(S.UNSUPPORTED_COMPONENTS, nxt_eof)
-                    with m.Elif(~q_ok | ~h_ok):
-                        finish(S.BAD_TABLE, nxt_eof)
-                    with m.Else():
+                    verdict(K_SOS, (hdr_bad, S.BAD_HEADER),
+                            (ns != n_frame, S.MULTI_SCAN),
+                            (rgb, S.UNSUPPORTED_COMPONENTS),
+                            (~q_ok | ~h_ok, S.BAD_TABLE))
+
+        def segment_prio():
+            """SEGCHK: the first failed check's code."""
+            with m.Switch(kind):
+                for kd, codes in v_codes.items():
+                    with m.Case(kd):
+                        with m.If(v_flags[0]):
+                            m.d.sync += v_code.eq(codes[0])
+                        for n, c in enumerate(codes[1:], 1):
+                            with m.Elif(v_flags[n]):
+                                m.d.sync += v_code.eq(c)
+                        with m.Else():
+                            m.d.sync += v_code.eq(0)
+                with m.Case(K_DQT, K_DHT):
+                    m.d.sync += v_code.eq(v_perr)
+                with m.Default():
+                    m.d.sync += v_code.eq(0)
+
+        def segment_end():
+            """SEGACT: acts on the verdict."""
+            nxt_eof = eof_seen
+            with m.If(v_code != 0):
+                finish(v_code, nxt_eof)
+            with m.Else():
+                with m.Switch(kind):
+                    with m.Case(K_SOF):
+                        m.d.sync += [self.header_valid.eq(1), self.width.eq(f_w),
+                                     self.height.eq(f_h), self.three.eq(nf == 3),
+                                     self.h2.eq((nf == 3) & (c_h[0] == 2)),
+                                     self.v2.eq((nf == 3) & (c_v[0] == 2))]
+                        goto("MARK0", nxt_eof, mark_eof)
+                    with m.Case(K_DRI):
+                        with m.If(~trailer):
+                            m.d.sync += self.ri.eq(ri_tmp)
+                        goto("MARK0", nxt_eof, mark_eof)
+                    with m.Case(K_APP0):
+                        with m.If(app_match & (plen >= 14)):
+                            m.d.sync += jfif.eq(1)
+                        goto("MARK0", nxt_eof, mark_eof)
+                    with m.Case(K_APP14):
+                        with m.If(app_match & (plen >= 12)):
+                            m.d.sync += [adobe_valid.eq(1), adobe.eq(ri_tmp[:8])]
+                        goto("MARK0", nxt_eof, mark_eof)
+                    with m.Case(K_SOS):
                         for k in range(3):
                             m.d.sync += [
                                 self.s_dc[k].eq(Mux((h_def >> s_td[k][:2])[0], s_td[k][:2],
@@ -486,23 +584,25 @@ class MarkerParser(wiring.Component):
                             m.next = "PUSH_EOF"
                         with m.Else():
                             m.next = "SCAN"
-                with m.Default():
-                    goto("MARK0", nxt_eof, mark_eof)
+                    with m.Default():
+                        goto("MARK0", nxt_eof, mark_eof)
 
         # ---- the state machine --------------------------------------------------------------
-        m.d.comb += [self.bo.valid.eq(0), self.bo.payload.eq(byte), self.i.ready.eq(0)]
+        fsm_ready = Signal()
+        m.d.comb += [self.bo.valid.eq(0), self.bo.payload.eq(byte), fsm_ready.eq(0),
+                     take.eq(valid & fsm_ready)]
         with m.FSM(name="parser"):
             with m.State("SOI0"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += fsm_ready.eq(1)
                 with m.If(valid):
-                    with m.If(byte != 0xFF):
+                    with m.If(~fl["ff"]):
                         finish(S.NOT_JPEG, last)
                     with m.Else():
                         goto("SOI1", last, S.NOT_JPEG)
             with m.State("SOI1"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += fsm_ready.eq(1)
                 with m.If(valid):
-                    with m.If(byte != 0xD8):
+                    with m.If(~fl["d8"]):
                         finish(S.NOT_JPEG, last)
                     with m.Else():
                         goto("MARK0", last, S.TRUNCATED)
@@ -510,9 +610,9 @@ class MarkerParser(wiring.Component):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
-                    m.d.comb += self.i.ready.eq(1)
+                    m.d.comb += fsm_ready.eq(1)
                     with m.If(valid):
-                        with m.If(byte != 0xFF):
+                        with m.If(~fl["ff"]):
                             finish(S.BAD_MARKER, last)
                         with m.Else():
                             goto("MARKF", last, mark_eof)
@@ -520,38 +620,40 @@ class MarkerParser(wiring.Component):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
-                    m.d.comb += self.i.ready.eq(1)
+                    m.d.comb += fsm_ready.eq(1)
                     with m.If(valid):
-                        with m.If(byte == 0xFF):
+                        with m.If(fl["ff"]):
                             goto("MARKF", last, mark_eof)
-                        with m.Elif(byte == 0x00):
+                        with m.Elif(fl["00"]):
                             finish(S.BAD_MARKER, last)
                         with m.Else():
-                            dispatch(byte)
+                            dispatch()
             with m.State("LEN0"):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
-                    m.d.comb += self.i.ready.eq(1)
+                    m.d.comb += fsm_ready.eq(1)
                     with m.If(valid):
-                        m.d.sync += len_hi.eq(byte)
+                        m.d.sync += [len_hi.eq(byte), len_hi0.eq(fl["00"])]
                         goto("LEN1", last, S.TRUNCATED)
             with m.State("LEN1"):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
-                    m.d.comb += self.i.ready.eq(1)
+                    m.d.comb += fsm_ready.eq(1)
                     with m.If(valid):
                         ln = Cat(byte, len_hi)
-                        m.d.sync += [seg_len.eq(ln), off.eq(0), perr.eq(0), eof_seen.eq(last),
+                        m.d.sync += [plen.eq(ln - 2), rem_after.eq(ln - 3),
+                                     pay_last.eq(len_hi0 & fl["eq3"]), off.eq(0), perr.eq(0),
+                                     eof_seen.eq(last),
                                      tpos.eq(0), hpos.eq(0), in_syms.eq(0), comp_err.eq(0),
                                      *[sw.eq(0) for sw in seen], sos_bad.eq(0), app_match.eq(1),
                                      prec.eq(0), nf.eq(0), ss.eq(0), se.eq(0), ahal.eq(0),
                                      ci.eq(0), cf.eq(0)]
-                        with m.If(ln < 2):
+                        with m.If(len_hi0 & fl["lt2"]):
                             finish(Mux((kind == K_DQT) | (kind == K_DHT), S.BAD_TABLE,
                                        S.BAD_HEADER), last)
-                        with m.Elif(ln == 2):
+                        with m.Elif(len_hi0 & fl["eq2"]):
                             m.next = "SEGEND"
                         with m.Else():
                             goto("PAY", last, S.TRUNCATED)
@@ -559,16 +661,29 @@ class MarkerParser(wiring.Component):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
-                    m.d.comb += self.i.ready.eq(1)
+                    m.d.comb += fsm_ready.eq(1)
                     with m.If(valid):
                         payload_byte(byte)
-                        m.d.sync += off.eq(off + 1)
-                        with m.If(off + 1 == plen):
+                        m.d.sync += [off.eq(off + 1), rem_after.eq(rem_after - 1),
+                                     pay_last.eq(rem_after == 1)]
+                        with m.If(pay_last):
                             m.d.sync += eof_seen.eq(last)
                             m.next = "SEGEND"
                         with m.Else():
                             goto("PAY", last, S.TRUNCATED)
             with m.State("SEGEND"):
+                with m.If(self.abort):
+                    m.next = "DRAIN"
+                with m.Else():
+                    segment_check()
+                    m.next = "SEGCHK"
+            with m.State("SEGCHK"):
+                with m.If(self.abort):
+                    m.next = "DRAIN"
+                with m.Else():
+                    segment_prio()
+                    m.next = "SEGACT"
+            with m.State("SEGACT"):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
@@ -578,38 +693,36 @@ class MarkerParser(wiring.Component):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
-                    with m.If(byte != 0xFF):
-                        m.d.comb += [self.bo.valid.eq(valid), self.i.ready.eq(self.bo.ready)]
+                    with m.If(~fl["ff"]):
+                        m.d.comb += [self.bo.valid.eq(valid), fsm_ready.eq(self.bo.ready)]
                     with m.Else():
-                        m.d.comb += self.i.ready.eq(1)
-                    with m.If(valid & self.i.ready):
+                        m.d.comb += fsm_ready.eq(1)
+                    with m.If(valid & fsm_ready):
                         with m.If(last):
                             m.next = "PUSH_EOF"
-                        with m.Elif(byte == 0xFF):
+                        with m.Elif(fl["ff"]):
                             m.next = "SCANFF"
             with m.State("SCANFF"):
                 with m.If(self.abort):
                     m.next = "DRAIN"
                 with m.Else():
-                    with m.If(byte == 0xFF):
-                        m.d.comb += self.i.ready.eq(1)
-                    with m.Elif(byte == 0x00):
+                    with m.If(fl["ff"]):
+                        m.d.comb += fsm_ready.eq(1)
+                    with m.Elif(fl["00"]):
                         m.d.comb += [self.bo.valid.eq(valid), self.bo.payload.eq(0xFF),
-                                     self.i.ready.eq(self.bo.ready)]
+                                     fsm_ready.eq(self.bo.ready)]
                     with m.Else():
-                        is_rst = (byte >= 0xD0) & (byte <= 0xD7)
-                        m.d.comb += [b_try.eq(valid), b_rst.eq(is_rst), b_term.eq(byte[:3]),
-                                     b_eof.eq(0), self.i.ready.eq(b_done)]
-                    with m.If(valid & self.i.ready):
-                        with m.If((byte == 0xFF) | (byte == 0x00) | ((byte >= 0xD0) &
-                                                                    (byte <= 0xD7))):
+                        m.d.comb += [b_try.eq(valid), b_rst.eq(fl["rst"]), b_term.eq(byte[:3]),
+                                     b_eof.eq(0), fsm_ready.eq(b_done)]
+                    with m.If(valid & fsm_ready):
+                        with m.If(fl["ff"] | fl["00"] | fl["rst"]):
                             with m.If(last):
                                 m.next = "PUSH_EOF"
-                            with m.Elif(byte != 0xFF):
+                            with m.Elif(~fl["ff"]):
                                 m.next = "SCAN"
                         with m.Else():
                             m.d.sync += self.zfill.eq(1)
-                            dispatch_trailer(byte)
+                            dispatch()          # in the trailer
             with m.State("PUSH_EOF"):
                 m.d.comb += [b_try.eq(1), b_rst.eq(0), b_term.eq(0), b_eof.eq(1)]
                 with m.If(b_done):
@@ -617,7 +730,7 @@ class MarkerParser(wiring.Component):
                                  res_valid.eq(1)]
                     m.next = "DONE"
             with m.State("DRAIN"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += fsm_ready.eq(1)
                 with m.If(valid & last):
                     m.next = "DONE"
             with m.State("DONE"):
@@ -626,9 +739,10 @@ class MarkerParser(wiring.Component):
                     m.d.sync += [
                         trailer.eq(0), res_valid.eq(0), res_code.eq(0), self.started.eq(0),
                         self.header_valid.eq(0), self.width.eq(0), self.height.eq(0),
+                        eof_in.eq(0),
                         q_def.eq(0), h_def.eq(0), jfif.eq(0), adobe_valid.eq(0),
                         self.ri.eq(0), self.zfill.eq(0), cnt.eq(0), same_cnt.eq(0),
-                        last_bpos.eq(0),
+                        at_bpos.eq(1),
                     ]
                     m.next = "SOI0"
         return m

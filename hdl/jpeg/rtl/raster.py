@@ -1,39 +1,75 @@
 """MCU-row line buffers -> fancy upsampling -> YCbCr to RGB -> raster-order pixels, at full size
 or scaled (1/2, 1/4, 1/8: the plan of :func:`hdl.jpeg.decoder.plan_components`).
 
-Line buffers: one RAM per component, 64-bit words (8 samples), ``stride`` words per line
-(``stride`` = the next power of two >= max_width / 8). A block row of ``s`` samples (the IDCT
-size of its component: 8, 4, 2 or 1) is written with byte enables at sample column ``bcol * s``
-of line ``(component sample row) mod lines``. Luma keeps 32 lines: two MCU rows of up to 16
-lines (``vmax * 8 / d``). Chroma keeps 16 lines: two MCU rows of up to 8 lines (a chroma
-component has one block row per MCU row, of at most 8 samples, also when 4:2:0 chroma gets the
-larger IDCT at 1/2 .. 1/8).
+Line buffers: 64-bit words (8 samples), ``stride`` words per line (``stride`` = the next power of
+two >= max_width / 8). A block row of ``s`` samples (the IDCT size of its component: 8, 4, 2 or
+1) is written with byte enables at sample column ``bcol * s`` of ring line ``(component sample
+row + woff) mod lines``. Luma keeps 32 lines (one RAM): two MCU rows of up to 16 lines (``vmax *
+8 / d``). Chroma keeps 16 lines: two MCU rows of up to 8 lines (a chroma component has one block
+row per MCU row, of at most 8 samples, also when 4:2:0 chroma gets the larger IDCT at 1/2 ..
+1/8). Each chroma component is split over two RAMs of 8 lines, one for the even and one for the
+odd ring lines: the vertical filter's two rows (``cy`` and its neighbour ``cn``) are adjacent
+ring lines, so each RAM is read once per pixel, by one read port.
 
 Flow control at MCU-row granularity: ``out_rows`` is the oldest MCU row the raster still reads
 (the chroma row above the current one counts while the vertical triangle filter needs it); the
 decoder top turns it into the entropy decoder's ``row_limit`` (MCU row ``d`` may start when
 ``d <= out_rows + 1``, so at most two MCU rows are live in each ring). The raster starts a line
 only when every MCU row it reads is written (``rows_done``), including the next row's first
-chroma line that the filter needs. Each image starts in the rings where the front end put its
-line 0 (``woff_y``/``woff_c``, latched at ``start``): right after the previous image's last MCU
-row, so the next image's first row can be written while that row is read out.
+chroma line that the filter needs; the last pixel of a line also waits for the next line's rows,
+as it prefetches that line's first chroma words (below). Each image starts in the rings where
+the front end put its line 0 (``woff_y``/``woff_c``, latched at ``start``): right after the
+previous image's last MCU row, so the next image's first row can be written while that row is
+read out.
 
-The plan per image (registered at ``start``): output size ``ceil(W / d) x ceil(H / d)``; 4:2:0
-at 1/2 .. 1/8 decodes chroma at the luma's resolution (no upsampling); 4:2:2 / 4:4:0 (and 4:2:0
-at full size) upsample chroma by 2 as at full size; fancy filtering is off at 1/8 (replication).
+The plan per image (from the inputs latched at ``start``, settled over a few clocks before the
+first pixel): output size ``ceil(W / d) x ceil(H / d)``; 4:2:0 at 1/2 .. 1/8 decodes chroma at
+the luma's resolution (no upsampling); 4:2:2 / 4:4:0 (and 4:2:0 at full size) upsample chroma by
+2 as at full size; fancy filtering is off at 1/8 (replication).
 
-One pixel per clock: the four chroma samples a pixel's filter reads (rows cy and its vertical
-neighbour, columns cx and its horizontal neighbour) come from four read ports, the luma sample
-from one. The filters of :mod:`hdl.jpeg.upsample` in one formula: with ``V(c) = 3*C[cy][c] +
-C[cn][c]`` (or ``4*C[cy][c]`` without vertical filtering), the sample is ``(3*V(cx) + V(nx) +
-bias) >> 4`` (or ``(4*V(cx) + bias) >> 4``); bias 8/7 (h2v2, by column parity), 4/8 (h2v1 by
-column, h1v2 by row parity), 0 for replication. Edges replicate the last real row / column.
-Colour: :mod:`hdl.jpeg.color`'s integer formulas.
+The filters of :mod:`hdl.jpeg.upsample` in one formula: with ``V(c) = 3*C[cy][c] + C[cn][c]``
+(or ``4*C[cy][c]`` without vertical filtering), the sample is ``(3*V(cx) + V(nx) + bias) >> 4``
+(or ``(4*V(cx) + bias) >> 4``); bias 8/7 (h2v2, by column parity), 4/8 (h2v1 by column, h1v2 by
+row parity), 0 for replication. Edges replicate the last real row / column. Colour:
+:mod:`hdl.jpeg.color`'s integer formulas (gray: chroma forced to 128, which gives ``R=G=B=Y``).
+
+Line state: the per-line values (chroma rows, ring lines, the MCU row each line needs, edge
+flags) of the *next* line are computed from a line counter over three register stages (``nl_``)
+and copied into the current line's registers (``cur_``) when the line's last pixel issues, so
+the pixel loop only compares registers. Its availability is compared against ``rows_done`` into
+registers too (``ok_c``, ``ok_n``); a line's last pixel waits until the next line's values have
+settled, which only costs clocks on lines narrower than 5 pixels.
+
+Pixel pipeline, one pixel per clock. It never stalls (no enable fans out to its registers):
+a pixel issues only while the 32-entry output FIFO has room for every pixel issued and not yet
+taken from ``o`` (``inflight``), more than the pipeline's latency, so a stream runs at full
+rate. Register stages, each holding the result of the step named:
+
+- SA (issue): the pixel counter ``x`` and the current line's registers give the RAM addresses:
+  luma word ``x / 8``; each chroma RAM the word after the pixel's chroma word ``cx / 8`` (a
+  prefetch) or, on the last pixel of a line, word 0 of the next line (and of line 0 once per
+  image, before its first pixel). ``out_rows`` is registered here too, as the reads are.
+- S1: the RAMs' read registers (asynchronous Amaranth ports plus a register: one DP16KD read).
+- SR: the read data straight into registers (the EBR's ~5.8 ns clock-to-output leaves no room
+  for logic in front of them).
+- S2: a window of three chroma words per RAM (previous, current, next) slides on the first pixel
+  of each chroma word and takes the read data as its next word, so the horizontal neighbour
+  ``nx`` (``cx`` +- 1) is always in the window, with one read per pixel. Luma word.
+- S3: byte selection: the luma sample; per RAM the samples at ``cx`` and ``nx``, swapped into
+  rows ``cy`` / ``cn`` by the parity of ``cy``'s ring line.
+- S4: vertical filter ``V = 3*a + c`` (shift + add).
+- S5: horizontal filter ``3*V(cx) + V(nx)`` (shift + add).
+- S6: ``+ bias >> 4``, minus 128: Cb / Cr, the multipliers' registered operands.
+- S7: the four colour products (one MULT18X18D each).
+- S8: ``+ ONE_HALF >> SCALEBITS``: the R / G / B offsets.
+- S9: ``Y +`` offset.
+- PX: clamped to 0..255: the output FIFO's write data.
 """
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ...rtl.layouts import PixelIn
@@ -43,6 +79,13 @@ __all__ = ["Raster", "line_stride", "scaled_size", "LUMA_LINES", "CHROMA_LINES"]
 
 LUMA_LINES = 32
 CHROMA_LINES = 16
+
+# clocks after ``start`` before the first pixel: 1 to latch the inputs, 3 plan stages, 3 line
+# stages for line 0, then the copy into the current line and one clock for its ``ok_c``
+_HOLD = 12
+_PRIME = 2                  # the ``hold`` value at which line 0 becomes the current line
+_OFIFO = 32                 # output FIFO: more than the pipeline's latency, for full rate
+_LINE_LAT = 4               # clocks from a line counter step to the next line's ``ok_n``
 
 
 def line_stride(max_width: int) -> int:
@@ -56,10 +99,41 @@ def scaled_size(v, scale):
                                   Mux(scale == 2, (v + 3) >> 2, (v + 7) >> 3)))[:16]
 
 
-def _clamp8(m, x, name):
-    out = Signal(8, name=name)
-    m.d.comb += out.eq(Mux(x < 0, 0, Mux(x > 255, 255, x)))
-    return out
+class _LineRam:
+    """A line buffer of 64-bit words, byte-enabled writes, one read port whose data is
+    registered straight out of the RAM. A buffer of 2048 words or more is split into eight byte
+    lanes (a lane of 2048 words is one DP16KD in its 2048 x 9 shape), smaller ones stay one RAM
+    of 64-bit words (fewer, wider DP16KDs)."""
+
+    def __init__(self, m, name, depth):
+        self.depth = depth
+        n = 8 if depth >= 2048 else 1
+        # no_rw_check: the raster reads only lines that are completely written and not written
+        # again while read (flow control), so a read and a write never meet on a word whose
+        # data is used; without it yosys adds collision logic between the RAM and its register
+        self.lanes = [memory.Memory(shape=64 // n, depth=depth, init=[],
+                                    attrs={"no_rw_check": 1}) for _ in range(n)]
+        for i, mem in enumerate(self.lanes):
+            m.submodules[f"{name}_b{i}"] = mem
+
+    def write(self, m, addr, data, mask):
+        w = 64 // len(self.lanes)
+        for i, mem in enumerate(self.lanes):
+            wp = mem.write_port(granularity=8)
+            m.d.comb += [wp.addr.eq(addr), wp.data.eq(data[w * i:w * i + w]),
+                         wp.en.eq(mask[w // 8 * i:w // 8 * (i + 1)])]
+
+    def read(self, m, addr, name):
+        # an asynchronous port and a plain register: yosys merges the two into the RAM's
+        # synchronous read port and only then honours no_rw_check (a synchronous Amaranth port
+        # arrives with its collision behaviour already fixed to "old data")
+        data = Signal(64, name=name, reset_less=True)
+        w = 64 // len(self.lanes)
+        for i, mem in enumerate(self.lanes):
+            rp = mem.read_port(domain="comb")
+            m.d.comb += rp.addr.eq(addr)
+            m.d.sync += data[w * i:w * i + w].eq(rp.data)
+        return data
 
 
 class Raster(wiring.Component):
@@ -87,12 +161,18 @@ class Raster(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         sb = self.sbits
-        mems = []
-        for name, lines in (("ymem", LUMA_LINES), ("cbmem", CHROMA_LINES),
-                            ("crmem", CHROMA_LINES)):
-            mem = memory.Memory(shape=64, depth=lines * self.stride, init=[])
-            m.submodules[name] = mem
-            mems.append(mem)
+        half = CHROMA_LINES // 2
+        ymem = _LineRam(m, "ymem", LUMA_LINES * self.stride)
+        # cmems[q][p]: component q (Cb, Cr), ring lines of parity p
+        cmems = []
+        for q, name in enumerate(("cb", "cr")):
+            pair = []
+            for p in range(2):
+                pair.append(_LineRam(m, f"{name}mem{p}", half * self.stride))
+            cmems.append(pair)
+
+        def wcat(word, line):
+            return Cat(word[:sb], line) if sb else line
 
         # ---- block rows in: s samples at sample column bcol * s, byte enables -----------------
         scol = Signal(16)
@@ -109,146 +189,294 @@ class Raster(wiring.Component):
                 m.d.comb += [wdata.eq(Cat(*[d[:16]] * 4)), wmask.eq(Const(0x03, 8) << scol[:3])]
             with m.Case(0):
                 m.d.comb += [wdata.eq(Cat(*[d[:8]] * 8)), wmask.eq(Const(1, 8) << scol[:3])]
-        wcol = scol[3:3 + sb] if sb else Const(0, 0)
-        for q, mem in enumerate(mems):
-            wp = mem.write_port(granularity=8)
-            lbits = 5 if q == 0 else 4
-            wline = (self.lw_line + (self.woff_y if q == 0 else self.woff_c))[:lbits]
-            m.d.comb += [wp.addr.eq(Cat(wcol, wline)), wp.data.eq(wdata),
-                         wp.en.eq(Mux(self.lw_en & (self.lw_comp == q), wmask, 0))]
+        wword = scol[3:]
+        wline_y = (self.lw_line + self.woff_y)[:5]
+        ymem.write(m, wcat(wword, wline_y), wdata,
+                   Mux(self.lw_en & (self.lw_comp == 0), wmask, 0))
+        wline_c = (self.lw_line + self.woff_c)[:4]
+        for q, pair in enumerate(cmems):
+            for p, mem in enumerate(pair):
+                hit = self.lw_en & (self.lw_comp == q + 1) & (wline_c[0] == p)
+                mem.write(m, wcat(wword, wline_c[1:]), wdata, Mux(hit, wmask, 0))
 
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        # The pixel pipeline never stalls (no enable fanning out to its registers): a pixel
+        # issues only while the output FIFO has room for every pixel in flight (credits).
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=PixelIn.size, depth=_OFIFO)
+        inflight = Signal(range(_OFIFO + 1))    # issued, not yet taken from ``o``
+        room = Signal()
+        pop = Signal()
+        m.d.comb += [self.o.valid.eq(ofifo.r_rdy), self.o.payload.eq(ofifo.r_data),
+                     ofifo.r_en.eq(self.o.ready), pop.eq(ofifo.r_rdy & self.o.ready),
+                     room.eq(inflight < _OFIFO)]
 
-        # ---- the plan, registered at start ---------------------------------------------------
+        # ---- the plan: inputs latched at start, then three register stages -----------------
+        width = Signal(16)
+        height = Signal(16)
+        sc = Signal(2)
+        three = Signal()
+        h2 = Signal()
+        v2 = Signal()
+        roff_y = Signal(5)          # this image's line 0 in each ring
+        roff_c = Signal(4)
+        with m.If(self.start):
+            m.d.sync += [width.eq(self.width), height.eq(self.height), sc.eq(self.scale),
+                         three.eq(self.three), h2.eq(self.h2), v2.eq(self.v2),
+                         roff_y.eq(self.woff_y), roff_c.eq(self.woff_c)]
         W = Signal(16)              # output size
         H = Signal(16)
         hs = Signal()               # chroma upsampled 2x horizontally / vertically
         vs = Signal()
+        fancy = Signal()
+        lc = Signal(2)              # log2 chroma lines per MCU row (luma lines for gray)
+        c420s = three & h2 & v2 & (sc != 0)
+        m.d.sync += [W.eq(scaled_size(width, sc)), H.eq(scaled_size(height, sc)),
+                     hs.eq(three & h2 & ~c420s), vs.eq(three & v2 & ~c420s),
+                     fancy.eq(sc != 3), lc.eq(3 - sc + c420s)]
         cw = Signal(16)             # chroma plane size
         ch = Signal(16)
+        Wm1 = Signal(16)
+        Wm2 = Signal(16)
+        Hm1 = Signal(16)
+        w1 = Signal()               # one pixel wide: every pixel is a line's last
+        m.d.sync += [cw.eq(Mux(hs, (W + 1) >> 1, W)), ch.eq(Mux(vs, (H + 1) >> 1, H)),
+                     Wm1.eq(W - 1), Wm2.eq(W - 2), Hm1.eq(H - 1), w1.eq(W == 1)]
         hf = Signal()               # fancy filtering horizontally / vertically
         vf = Signal()
-        lc = Signal(2)              # log2 chroma lines per MCU row (luma lines for gray)
-        three = Signal()
-        roff_y = Signal(5)          # this image's line 0 in each ring
-        roff_c = Signal(4)
+        chm1 = Signal(16)
+        m.d.sync += [hf.eq(fancy & hs & (cw > 2)), vf.eq(fancy & vs & (~hs | (cw > 2))),
+                     chm1.eq(ch - 1)]
         m.d.comb += [self.out_w.eq(W), self.out_h.eq(H)]
-        with m.If(self.start):
-            m.d.sync += [three.eq(self.three), roff_y.eq(self.woff_y), roff_c.eq(self.woff_c)]
-            sc = self.scale
-            ow = scaled_size(self.width, sc)
-            oh = scaled_size(self.height, sc)
-            c420s = self.three & self.h2 & self.v2 & (sc != 0)
-            hs_n = self.three & self.h2 & ~c420s
-            vs_n = self.three & self.v2 & ~c420s
-            cw_n = Mux(hs_n, (ow + 1) >> 1, ow)
-            ch_n = Mux(vs_n, (oh + 1) >> 1, oh)
-            fancy = sc != 3
-            m.d.sync += [W.eq(ow), H.eq(oh), hs.eq(hs_n), vs.eq(vs_n), cw.eq(cw_n),
-                         ch.eq(ch_n), hf.eq(fancy & hs_n & (cw_n > 2)),
-                         vf.eq(fancy & vs_n & (~hs_n | (cw_n > 2))),
-                         lc.eq(3 - sc + c420s)]
 
-        x = Signal(16)
-        y = Signal(16)
+        # ---- the next line's values, three register stages from the line counter ny ---------
+        ny = Signal(16)
+        a_cy = Signal(16)           # chroma row
+        a_y0 = Signal()
+        a_cz = Signal()             # chroma row 0
+        a_ge = Signal()             # last chroma row (the one below is replicated)
+        a_cp1 = Signal(16)
+        a_cm1 = Signal(16)
+        a_ylast = Signal()
+        a_ly = Signal(5)
+        cyv = Mux(vs, ny >> 1, ny)
+        m.d.sync += [a_cy.eq(cyv), a_y0.eq(ny[0]), a_cz.eq(cyv == 0), a_ge.eq(cyv >= chm1),
+                     a_cp1.eq(cyv + 1), a_cm1.eq(cyv - 1), a_ylast.eq(ny == Hm1),
+                     a_ly.eq((ny + roff_y)[:5])]
+        b_cy = Signal(16)
+        b_cn = Signal(16)
+        b_need = Signal(16)         # before the shift by lc
+        b_outr = Signal(16)
+        b_vfe = Signal()            # the two rows differ: vertical filter on
+        b_y0 = Signal()
+        b_ylast = Signal()
+        b_ly = Signal(5)
+        below = Mux(a_ge, chm1, a_cp1)
+        up = vf & ~a_y0
+        cn = Mux(up, Mux(a_cz, 0, a_cm1), Mux(vf, below, a_cy))
+        m.d.sync += [b_cy.eq(a_cy), b_cn.eq(cn), b_need.eq(Mux(vf & a_y0, below, a_cy)),
+                     b_outr.eq(Mux(up, cn, a_cy)), b_vfe.eq(vf & Mux(up, ~a_cz, ~a_ge)),
+                     b_y0.eq(a_y0), b_ylast.eq(a_ylast), b_ly.eq(a_ly)]
+        # the values a line carries: (name, width)
+        fields = [("need", 16), ("outr", 16), ("eline", 3), ("oline", 3), ("pc0", 1),
+                  ("vfe", 1), ("y0", 1), ("ylast", 1), ("ly", 5)]
+        nl = {n: Signal(w, name=f"nl_{n}") for n, w in fields}
+        cur = {n: Signal(w, name=f"cur_{n}") for n, w in fields}
+        pc = (b_cy + roff_c)[:4]
+        pn = (b_cn + roff_c)[:4]
+        m.d.sync += [nl["need"].eq(b_need >> lc), nl["outr"].eq(b_outr >> lc),
+                     nl["eline"].eq(Mux(pc[0], pn[1:], pc[1:])),
+                     nl["oline"].eq(Mux(pc[0], pc[1:], pn[1:])), nl["pc0"].eq(pc[0]),
+                     nl["vfe"].eq(b_vfe), nl["y0"].eq(b_y0), nl["ylast"].eq(b_ylast),
+                     nl["ly"].eq(b_ly)]
+        # one clock late: the RAMs are read a clock after a pixel issues (below)
+        m.d.sync += self.out_rows.eq(cur["outr"])
+
+        # ---- pixel issue -------------------------------------------------------------------
         running = Signal()
-        cx = Signal(16)
-        cy = Signal(16)
-        nx = Signal(16)
-        cn = Signal(16)
-        m.d.comb += [cx.eq(Mux(hs, x >> 1, x)), cy.eq(Mux(vs, y >> 1, y))]
-        with m.If(hf & (x[0] == 0)):
-            m.d.comb += nx.eq(Mux(cx == 0, 0, cx - 1))
-        with m.Elif(hf):
-            m.d.comb += nx.eq(Mux(cx + 1 >= cw, cw - 1, cx + 1))
-        with m.Else():
-            m.d.comb += nx.eq(cx)
-        below = Signal(16)
-        m.d.comb += below.eq(Mux(cy + 1 >= ch, ch - 1, cy + 1))
-        up = vf & (y[0] == 0)
-        with m.If(up):
-            m.d.comb += cn.eq(Mux(cy == 0, 0, cy - 1))
-        with m.Elif(vf):
-            m.d.comb += cn.eq(below)
-        with m.Else():
-            m.d.comb += cn.eq(cy)
-        need = Mux(vf & y[0], below, cy) >> lc
-        line_ok = need < self.rows_done
+        hold = Signal(range(_HOLD + 1))     # clocks until the first pixel of an image
+        fresh = Signal(range(_LINE_LAT + 1))    # clocks until nl_* / ok_n are the next line's
+        ok_c = Signal()             # the current line's rows are written
+        ok_n_raw = Signal()         # the next line's rows are written
+        x = Signal(16)
+        x_first = Signal()
+        x_last = Signal()
+        ok_n = ok_n_raw | cur["ylast"]
         fire = Signal()
-        m.d.comb += fire.eq(running & line_ok & en & ~self.halt)
-        m.d.comb += self.out_rows.eq(Mux(up, cn, cy) >> lc)
+        m.d.comb += fire.eq(running & (hold == 0) & ok_c & (~x_last | (ok_n & (fresh == 0)))
+                            & room & ~self.halt)
+        wrap = fire & x_last
+        prime = Signal()            # line 0 becomes current; its first chroma words are read
+        # (once line 0 is written: it reads line 0's first chroma words)
+        m.d.comb += prime.eq((hold == _PRIME) & ok_n_raw)
 
+        m.d.sync += [ok_c.eq(cur["need"] < self.rows_done),
+                     ok_n_raw.eq(nl["need"] < self.rows_done)]
+        with m.If(fresh != 0):
+            m.d.sync += fresh.eq(fresh - 1)
+        with m.If((hold != 0) & ((hold != _PRIME) | ok_n_raw)):
+            m.d.sync += hold.eq(hold - 1)
+        with m.If(prime | wrap):
+            m.d.sync += [ny.eq(ny + 1), x.eq(0), x_first.eq(1), x_last.eq(w1),
+                         fresh.eq(_LINE_LAT), ok_c.eq(ok_n_raw)]
+            m.d.sync += [cur[n].eq(nl[n]) for n, _ in fields]
+            with m.If(wrap & cur["ylast"]):
+                m.d.sync += running.eq(0)
+        with m.Elif(fire):
+            m.d.sync += [x.eq(x + 1), x_first.eq(0), x_last.eq(x == Wm2)]
         with m.If(self.start):
-            m.d.sync += [running.eq(1), x.eq(0), y.eq(0)]
-        with m.If(fire):
-            with m.If(x == W - 1):
-                m.d.sync += [x.eq(0), y.eq(y + 1)]
-                with m.If(y == H - 1):
-                    m.d.sync += running.eq(0)
-            with m.Else():
-                m.d.sync += x.eq(x + 1)
+            m.d.sync += [running.eq(1), hold.eq(_HOLD), ny.eq(0)]
 
-        def addr(row, col, lbits):
-            line = (row + (roff_y if lbits == 5 else roff_c))[:lbits]
-            return Cat(col[3:3 + sb] if sb else Const(0, 0), line)
+        # chroma column of the pixel and where its horizontal neighbour nx is: -1 / +1 / same
+        cx3 = Mux(hs, x[1:4], x[:3])
+        new_word = Mux(hs, x[:4] == 0, x[:3] == 0)
+        left = hf & ~x[0] & ~x_first
+        right = hf & x[0] & ~x_last
+        nsrc = Signal(2)            # 0: current word, 1: previous word, 2: next word
+        nidx = Signal(3)
+        with m.If(left):
+            m.d.comb += [nsrc.eq(Mux(cx3 == 0, 1, 0)), nidx.eq(cx3 - 1)]
+        with m.Elif(right):
+            m.d.comb += [nsrc.eq(Mux(cx3 == 7, 2, 0)), nidx.eq(cx3 + 1)]
+        with m.Else():
+            m.d.comb += [nsrc.eq(0), nidx.eq(cx3)]
+        bias = Mux(hf & vf, Mux(x[0], 7, 8),
+                   Mux(hf, Mux(x[0], 8, 4), Mux(vf, Mux(cur["y0"], 8, 4), 0)))
 
-        yr = mems[0].read_port(transparent_for=())
-        m.d.comb += [yr.addr.eq(addr(y, x, 5)), yr.en.eq(en)]
+        # RAM addresses: luma the pixel's word; chroma the word after the pixel's chroma word,
+        # or word 0 of the next line on a line's last pixel (and of line 0 when priming)
+        yaddr = Signal(range(ymem.depth))
+        m.d.sync += yaddr.eq(wcat(x[3:], cur["ly"]))
+        ydata = ymem.read(m, yaddr, "ydata")
+        to_next = x_last | prime
+        cword = Mux(to_next, 0, Mux(hs, x[4:], x[3:]) + 1)
         cports = []
-        for mem in mems[1:]:
+        for pair in cmems:
             ports = []
-            for row, col in ((cy, cx), (cy, nx), (cn, cx), (cn, nx)):
-                rp = mem.read_port(transparent_for=())
-                m.d.comb += [rp.addr.eq(addr(row, col, 4)), rp.en.eq(en)]
-                ports.append(rp)
+            for p, mem in enumerate(pair):
+                key = "oline" if p else "eline"
+                caddr = Signal(range(mem.depth), name=f"caddr{len(cports)}{p}")
+                m.d.sync += caddr.eq(wcat(cword, Mux(to_next, nl[key], cur[key])))
+                ports.append(mem.read(m, caddr, f"cdata{len(cports)}{p}"))
             cports.append(ports)
 
-        s1_valid = Signal()
-        s1_x = Signal(3)
-        s1_cx = Signal(3)
-        s1_nx = Signal(3)
-        s1_bias = Signal(4)
-        s1_last = Signal()
-        bias = Mux(hf & vf, Mux(x[0], 7, 8),
-                   Mux(hf, Mux(x[0], 8, 4), Mux(vf, Mux(y[0], 8, 4), 0)))
-        with m.If(en):
-            m.d.sync += [s1_valid.eq(fire), s1_x.eq(x[:3]), s1_cx.eq(cx[:3]), s1_nx.eq(nx[:3]),
-                         s1_bias.eq(bias), s1_last.eq((x == W - 1) & (y == H - 1))]
+        # ---- SA: the issue registers --------------------------------------------------------
+        sa = dict(valid=Signal(), win=Signal(), shift=Signal(), x3=Signal(3), cx3=Signal(3),
+                  nsrc=Signal(2), nidx=Signal(3), pc0=Signal(), vfe=Signal(), bias=Signal(4),
+                  last=Signal())
+        m.d.sync += [sa["valid"].eq(fire), sa["win"].eq(fire | prime),
+                     sa["shift"].eq(fire & new_word), sa["x3"].eq(x[:3]),
+                     sa["cx3"].eq(cx3), sa["nsrc"].eq(nsrc), sa["nidx"].eq(nidx),
+                     sa["pc0"].eq(cur["pc0"]), sa["vfe"].eq(cur["vfe"]),
+                     sa["bias"].eq(bias), sa["last"].eq(x_last & cur["ylast"])]
 
-        yv = yr.data.word_select(s1_x, 8)
-        chroma = []
+        def stage(prev, n, keep):
+            """The next pipeline stage's copies of ``keep`` from ``prev``."""
+            s = {k: Signal.like(prev[k], name=f"s{n}_{k}") for k in keep}
+            m.d.sync += [s[k].eq(prev[k]) for k in keep]
+            return s
+
+        s1 = stage(sa, 1, list(sa))
+        # S1 (the RAMs' read registers) -> SR: the read data straight into registers (the
+        # EBR's clock-to-output takes most of a clock)
+        sr = stage(s1, "r", list(s1))
+        dy = Signal(64)
+        dy2 = Signal(64)
+        rdata = [[Signal(64, name=f"rd{q}{p}") for p in range(2)] for q in range(2)]
+        m.d.sync += [dy.eq(ydata), dy2.eq(dy)]
         for q, ports in enumerate(cports):
-            a = ports[0].data.word_select(s1_cx, 8)
-            b = ports[1].data.word_select(s1_nx, 8)
-            c = ports[2].data.word_select(s1_cx, 8)
-            dd = ports[3].data.word_select(s1_nx, 8)
-            vc = Signal(10, name=f"vc{q}")
-            vn = Signal(10, name=f"vn{q}")
-            m.d.comb += [vc.eq(Mux(vf, 3 * a + c, a << 2)), vn.eq(Mux(vf, 3 * b + dd, b << 2))]
-            s = Signal(8, name=f"up{q}")
-            m.d.comb += s.eq(Mux(hf, (3 * vc + vn + s1_bias) >> 4, ((vc << 2) + s1_bias) >> 4))
-            chroma.append(s)
+            m.d.sync += [rdata[q][p].eq(rd) for p, rd in enumerate(ports)]
+
+        # -> S2: the chroma windows slide; luma word
+        s2 = stage(sr, 2, ["valid", "x3", "cx3", "nsrc", "nidx", "pc0", "vfe", "bias", "last"])
+        wins = []                   # [q][p] = (previous, current, next) words
+        for q in range(2):
+            wq = []
+            for p in range(2):
+                wprev, wcur, wnext = (Signal(64, name=f"w{q}{p}_{k}") for k in "pcn")
+                with m.If(sr["win"]):
+                    m.d.sync += wnext.eq(rdata[q][p])
+                    with m.If(sr["shift"]):
+                        m.d.sync += [wprev.eq(wcur), wcur.eq(wnext)]
+                wq.append((wprev, wcur, wnext))
+            wins.append(wq)
+
+        # ---- -> S3: byte selection -------------------------------------------------------
+        s3 = stage(s2, 3, ["valid", "vfe", "bias", "last"])
+        yv = [Signal(8, name=f"s{n}_y") for n in range(3, 10)]     # luma, stages S3..S9
+        smp = [[Signal(8, name=f"s3_{q}{k}") for k in "abcd"] for q in range(2)]
+        m.d.sync += yv[0].eq(dy2.word_select(s2["x3"], 8))
+        for q, wq in enumerate(wins):
+            at_c = []
+            at_n = []
+            for wprev, wcur, wnext in wq:
+                at_c.append(wcur.word_select(s2["cx3"], 8))
+                at_n.append(Mux(s2["nsrc"] == 1, wprev[56:],
+                                Mux(s2["nsrc"] == 2, wnext[:8],
+                                    wcur.word_select(s2["nidx"], 8))))
+            a, b, c, dd = smp[q]
+            odd = s2["pc0"]     # row cy is in the odd-line RAM
+            m.d.sync += [a.eq(Mux(odd, at_c[1], at_c[0])), b.eq(Mux(odd, at_n[1], at_n[0])),
+                         c.eq(Mux(odd, at_c[0], at_c[1])), dd.eq(Mux(odd, at_n[0], at_n[1]))]
+        for n in range(1, len(yv)):
+            m.d.sync += yv[n].eq(yv[n - 1])
+
+        # ---- -> S4: vertical filter ------------------------------------------------------
+        s4 = stage(s3, 4, ["valid", "bias", "last"])
+        vcs = []
+        for q in range(2):
+            a, b, c, dd = smp[q]
+            vc = Signal(10, name=f"s4_vc{q}")
+            vn = Signal(10, name=f"s4_vn{q}")
+            m.d.sync += [vc.eq(Mux(s3["vfe"], (a << 1) + a + c, a << 2)),
+                         vn.eq(Mux(s3["vfe"], (b << 1) + b + dd, b << 2))]
+            vcs.append((vc, vn))
+
+        # ---- -> S5: horizontal filter ----------------------------------------------------
+        s5 = stage(s4, 5, ["valid", "bias", "last"])
+        hsum = []
+        for q, (vc, vn) in enumerate(vcs):
+            h = Signal(12, name=f"s5_h{q}")
+            m.d.sync += h.eq(Mux(hf, (vc << 1) + vc + vn, vc << 2))
+            hsum.append(h)
+
+        # ---- -> S6: rounding; Cb / Cr as signed multiplier operands ----------------------
+        s6 = stage(s5, 6, ["valid", "last"])
         cb = Signal(signed(9))
         cr = Signal(signed(9))
-        m.d.comb += [cb.eq(chroma[0] - 128), cr.eq(chroma[1] - 128)]
-        yy = Signal(signed(10))
-        m.d.comb += yy.eq(yv)
-        r_off = (cr * _fix(1.40200) + ONE_HALF) >> SCALEBITS
-        b_off = (cb * _fix(1.77200) + ONE_HALF) >> SCALEBITS
-        g_off = ((cb * -_fix(0.34414) + ONE_HALF) + cr * -_fix(0.71414)) >> SCALEBITS
-        R = _clamp8(m, yy + r_off, "R")
-        Gc = _clamp8(m, yy + g_off, "G")
-        B = _clamp8(m, yy + b_off, "B")
+        for h, dst in zip(hsum, (cb, cr)):
+            up8 = ((h + s5["bias"]) >> 4)[:8]
+            m.d.sync += dst.eq(Mux(three, Cat(up8[:7], ~up8[7], ~up8[7]), 0))
 
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(s1_valid)
-            with m.If(s1_valid):
-                m.d.sync += [self.o.payload.rgb[0].eq(Mux(three, R, yv)),
-                             self.o.payload.rgb[1].eq(Mux(three, Gc, yv)),
-                             self.o.payload.rgb[2].eq(Mux(three, B, yv)),
-                             self.o.payload.last.eq(s1_last)]
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+        # ---- -> S7: products -------------------------------------------------------------
+        s7 = stage(s6, 7, ["valid", "last"])
+        p_r = Signal(signed(28))
+        p_b = Signal(signed(28))
+        p_gb = Signal(signed(28))
+        p_gr = Signal(signed(28))
+        m.d.sync += [p_r.eq(cr * _fix(1.40200)), p_b.eq(cb * _fix(1.77200)),
+                     p_gb.eq(cb * -_fix(0.34414)), p_gr.eq(cr * -_fix(0.71414))]
+
+        # ---- -> S8: offsets --------------------------------------------------------------
+        s8 = stage(s7, 8, ["valid", "last"])
+        offs = [Signal(signed(10), name=f"s8_off{k}") for k in "rgb"]
+        m.d.sync += [offs[0].eq((p_r + ONE_HALF) >> SCALEBITS),
+                     offs[1].eq(((p_gb + ONE_HALF) + p_gr) >> SCALEBITS),
+                     offs[2].eq((p_b + ONE_HALF) >> SCALEBITS)]
+
+        # ---- -> S9: Y + offset -----------------------------------------------------------
+        s9 = stage(s8, 9, ["valid", "last"])
+        sums = [Signal(signed(11), name=f"s9_{k}") for k in "rgb"]
+        m.d.sync += [s.eq(yv[5] + o) for s, o in zip(sums, offs)]
+
+        # ---- -> PX: clamp into the output FIFO's write register --------------------------
+        px = Signal(PixelIn)
+        px_valid = Signal()
+        m.d.sync += [px.rgb[k].eq(Mux(s < 0, 0, Mux(s > 255, 255, s[:8])))
+                     for k, s in enumerate(sums)]
+        m.d.sync += [px.last.eq(s9["last"]), px_valid.eq(s9["valid"])]
+        m.d.comb += [ofifo.w_en.eq(px_valid), ofifo.w_data.eq(px.as_value())]
+
+        m.d.sync += inflight.eq(inflight + fire - pop)
+        with m.If(pop & self.o.payload.last):
             m.d.sync += self.done.eq(1)
-        m.d.comb += self.idle.eq(~s1_valid & ~self.o.valid)
+        m.d.comb += self.idle.eq(inflight == 0)
         return m
