@@ -34,7 +34,7 @@ from amaranth.lib.wiring import Flow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _leaves(iface, path=()):
+def _leaves(iface):
     """(name, signal, is_input) for every port signal of a component."""
     out = []
     for p, member, value in iface.signature.flatten(iface):
