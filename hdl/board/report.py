@@ -171,6 +171,21 @@ def _summarize_path(cp: dict) -> dict:
     }
 
 
+def failing_by_module(sdf: Path, period_ns: float, rows: int = 20) -> dict | None:
+    """Every failing register input of the routed design, grouped by the module that captures
+    it and by (launching -> capturing) module; None when nextpnr wrote no SDF."""
+    from .sdf_sta import analyze
+    if not sdf.exists():
+        return None
+    t = analyze(sdf.read_text(), period_ns, module_of=_module_of)
+    return {"period_ns": period_ns, "endpoints": len(t.endpoints), "failing": len(t.failing),
+            "total_negative_slack_ns": round(sum(e.slack_ps for e in t.failing) / 1e3, 1),
+            "by_module": [{**r, "worst_ns": round(r["worst_ns"], 2),
+                           "total_ns": round(r["total_ns"], 1)} for r in t.by_module()][:rows],
+            "by_route": [{**r, "worst_ns": round(r["worst_ns"], 2)}
+                         for r in t.by_route()][:rows]}
+
+
 def link_bytes_per_image(spec: PipelineSpec, w: int, h: int, cfg_words: int,
                          jpeg_bytes: int | None = None) -> dict:
     """Bytes on the UART each way for one image (request frame in: RGB pixels, or the JPEG
@@ -213,6 +228,8 @@ def build_report(spec: PipelineSpec, board: str, build_dir: Path, name: str, *,
                         "margin_percent": round(100.0 * (fmax - constraint) / constraint, 1),
                         "met": fmax >= constraint})
     paths = [_summarize_path(cp) for cp in npr.get("critical_paths", [])]
+    failing = failing_by_module(build_dir / f"{name}.sdf", 1e3 / target_mhz) \
+        if not error else None
     fits = error is None and all(u["used"] <= u["available"] for u in util.values())
     met = fits and all(d["met"] for d in domains) and bool(domains)
     fmax_sync = min((d["fmax_mhz"] for d in domains), default=None)
@@ -246,6 +263,7 @@ def build_report(spec: PipelineSpec, board: str, build_dir: Path, name: str, *,
         "lut4_breakdown": _lut_breakdown(tim),
         "ebr_by_memory": ebr_by_memory(build_dir / f"{name}.json"),
         "timing": {"met": met, "domains": domains, "critical_paths": paths,
+                   "failing_endpoints": failing,
                    "note": "clk25 (the 25 MHz oscillator) only feeds the PLL; every register "
                            "is in the PLL's output domain 'sync'"},
         "throughput": {"cycles_source": cycles_source,
@@ -353,6 +371,25 @@ def render_markdown(r: dict, fix_notes: str | None = None) -> str:
             kind = s["kind"] + (f" ({s['hops']} hops)" if "hops" in s else "")
             name = s["cell"] if len(s["cell"]) < 90 else s["cell"][:87] + "..."
             L.append(f"| {kind} | {s['delay']:.2f} | `{name}` | {s['module']} |")
+        L.append("")
+    fe = t.get("failing_endpoints")
+    if fe and fe["failing"]:
+        L.append("### Failing endpoints by block\n")
+        L.append(f"{fe['failing']:,} of {fe['endpoints']:,} register, RAM and DSP inputs miss "
+                 f"{fe['period_ns']:g} ns (total negative slack {fe['total_negative_slack_ns']:,} "
+                 "ns). Worst slack and count per capturing module, from nextpnr's SDF "
+                 "(`hdl/board/sdf_sta.py`):\n")
+        L.append("| Capturing module | Failing | Worst slack (ns) | Total (ns) |")
+        L.append("|---|---:|---:|---:|")
+        for row in fe["by_module"]:
+            L.append(f"| `{row['module']}` | {row['failing']:,} | {row['worst_ns']:+.2f} | "
+                     f"{row['total_ns']:+,.1f} |")
+        L.append("")
+        L.append("| Launching module | Capturing module | Failing | Worst slack (ns) |")
+        L.append("|---|---|---:|---:|")
+        for row in fe["by_route"][:12]:
+            L.append(f"| `{row['from']}` | `{row['to']}` | {row['failing']:,} | "
+                     f"{row['worst_ns']:+.2f} |")
         L.append("")
     if fix_notes:
         L.append(fix_notes.rstrip() + "\n")

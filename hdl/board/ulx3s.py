@@ -244,8 +244,8 @@ def build_bitstream(spec: PipelineSpec, board: str, build_dir: Path, *,
     plan = platform.build(
         top, name=name, build_dir=str(build_dir), do_build=False,
         nextpnr_opts=f"--seed {seed} --timing-allow-fail --report {name}.report.json "
-                     "--detailed-timing-report")
-    for stale in (f"{name}.bit", f"{name}.report.json", f"{name}.tim"):
+                     f"--detailed-timing-report --sdf {name}.sdf")
+    for stale in (f"{name}.bit", f"{name}.report.json", f"{name}.tim", f"{name}.sdf"):
         (build_dir / stale).unlink(missing_ok=True)
     error = None
     try:

@@ -28,8 +28,9 @@ from amaranth.lib import data, wiring
 
 from ..resample import GATHER, LANES
 from .layouts import Pixel
+from .dsp import registered_product
 from .resample_common import (ACC, BIAS, W_LO, StepTable, clip8, join_products, output_skid,
-                              partial_products, unit_members)
+                              unit_members)
 
 
 class HResample(wiring.Component):
@@ -72,9 +73,16 @@ class HResample(wiring.Component):
 
         rd_step = Signal(range(self.depth))
         rd_addr = Signal(range(self.depth * self.banks))
-        last = rd_step == self.steps - 1
+        # ``steps - 1`` as a local register, taken before the job runs (``steps`` is valid
+        # with ``run``, and ``primed`` follows ``run`` by a clock): the header register sits
+        # elsewhere on the chip, and the subtract and compare behind a cross-die route were
+        # the board build's critical path.
+        steps_m1 = Signal(signed(18))
+        last = rd_step == steps_m1
         one = self.steps == 1
         m.d.sync += primed.eq(self.run)
+        with m.If(~primed):
+            m.d.sync += steps_m1.eq(self.steps - 1)
         with m.If(primed):
             m.d.comb += [tbl.addr.eq(rd_addr), tbl.en.eq(fire), tbl.cap.eq(fire)]
             with m.If(fire):
@@ -96,21 +104,18 @@ class HResample(wiring.Component):
         with m.If(fire & entry.adv):
             m.d.sync += [window[j].eq(shifted[j]) for j in range(3)]
 
-        # S0: the step's weights and operands.
+        # S0: the step's weights and operands, loaded at ``fire`` into the multipliers' operand
+        # registers (inside the MULT18X18Ds on the ECP5, hdl/rtl/dsp.py).
         s0_valid = Signal()
-        s0 = Signal(data.StructLayout({
-            "emit": 1, "lane": 2, "init": LANES,
-            "w": data.ArrayLayout(entry.w0.shape(), 3),
-            "op": data.ArrayLayout(Pixel, 3),
-        }))
+        s0 = Signal(data.StructLayout({"emit": 1, "lane": 2, "init": LANES}))
         with m.If(en):
             m.d.sync += s0_valid.eq(fire)
         with m.If(fire):
-            m.d.sync += [s0.emit.eq(entry.emit), s0.lane.eq(entry.lane), s0.init.eq(entry.init),
-                         s0.w[0].eq(entry.w0), s0.w[1].eq(entry.w1), s0.w[2].eq(entry.w2)]
-            for l in range(LANES):
-                # Scatter: every lane weighs the newest pixel; gather: lane l weighs window[l].
-                m.d.sync += s0.op[l].eq(Mux(gather, new_window[l], new_window[2]))
+            m.d.sync += [s0.emit.eq(entry.emit), s0.lane.eq(entry.lane), s0.init.eq(entry.init)]
+        weights = [entry.w0, entry.w1, entry.w2]
+        # Scatter: every lane weighs the newest pixel; gather: lane l weighs window[l].
+        operands = [data.View(Pixel, Mux(gather, new_window[l], new_window[2]))
+                    for l in range(LANES)]
 
         # S1: partial products; S2: products.
         ctl = data.StructLayout({"valid": 1, "emit": 1, "lane": 2, "init": LANES})
@@ -125,9 +130,14 @@ class HResample(wiring.Component):
                          s1.init.eq(s0.init), s2.eq(s1)]
             for l in range(LANES):
                 for c in range(3):
-                    p_lo, p_hi = partial_products(s0.w[l], s0.op[l][c])
-                    m.d.sync += [lo[l][c].eq(p_lo), hi[l][c].eq(p_hi),
-                                 prod[l][c].eq(join_products(lo[l][c], hi[l][c]))]
+                    m.d.sync += prod[l][c].eq(join_products(lo[l][c], hi[l][c]))
+        for l in range(LANES):
+            for c in range(3):
+                w, px = weights[l], operands[l][c]
+                for part, a, dst in (("lo", w[:W_LO], lo), ("hi", w[W_LO:].as_signed(), hi)):
+                    m.d.comb += dst[l][c].eq(registered_product(
+                        m, f"mul_{part}{l}_{c}", a, px, dst[l][c].shape(),
+                        a_en=fire, b_en=fire, p_en=en))
 
         acc = [[Signal(ACC, name=f"acc{l}_{c}") for c in range(3)] for l in range(LANES)]
         sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]

@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In
 
 from ..resample import GATHER, LANES
 from .layouts import Pixel
+from .dsp import registered_product
 from .resample_common import (ACC, BIAS, W_LO, StepTable, clip8, join_products, output_skid,
                               partial_products, unit_members)
 
@@ -84,17 +85,24 @@ class VResample(wiring.Component):
         m.d.comb += self.i.ready.eq(can_tick & entry.adv)
         m.d.comb += [tbl.addr.eq(raddr), tbl.en.eq(1)]
         m.d.sync += primed.eq(self.run)
+        # The job's width and step count, compared with x and step below, as local registers
+        # taken before the job runs: the header registers sit elsewhere on the chip, and a
+        # compare against them was a cross-die route plus a carry chain.
+        width_is1 = Signal()
+        width_m2 = Signal(signed(18))
+        steps_m1 = Signal(signed(18))
         with m.If(~primed):
             m.d.sync += [raddr.eq(base0), done.eq(self.steps == 0),
-                         row_end.eq(self.width == 1)]
+                         row_end.eq(self.width == 1), width_is1.eq(self.width == 1),
+                         width_m2.eq(self.width - 2), steps_m1.eq(self.steps - 1)]
         with m.Elif(self.run & ~loaded & ~done):
             m.d.comb += tbl.cap.eq(1)
             m.d.sync += [loaded.eq(1), raddr.eq(raddr + 1)]
         with m.If(fire):
             m.d.sync += [x.eq(Mux(row_end, 0, x + 1)),
-                         row_end.eq(Mux(row_end, self.width == 1, x + 2 == self.width))]
+                         row_end.eq(Mux(row_end, width_is1, x == width_m2))]
             with m.If(row_end):
-                m.d.sync += [loaded.eq(0), step.eq(step + 1), done.eq(step == self.steps - 1)]
+                m.d.sync += [loaded.eq(0), step.eq(step + 1), done.eq(step == steps_m1)]
                 with m.If(entry.adv):
                     m.d.sync += ring.eq(Mux(ring == 2, 0, ring + 1))
 
@@ -118,20 +126,12 @@ class VResample(wiring.Component):
         s3 = Signal(stage)
         # Gather window after this step: rows (n-3+j) for n rows consumed, so slot (n+j) mod 3.
         n_mod = Mux(entry.adv, Mux(ring == 2, 0, ring + 1), ring)
-        # The scatter products' operands, one copy per product: one register feeding six
-        # MULT18X18Ds spread over the die costs 3 ns and more of routing. The copies' distinct
-        # reset values keep Yosys from merging them back into one.
-        ops = Signal(data.StructLayout({
-            "w": data.ArrayLayout(data.ArrayLayout(w_shape, 3), LANES),
-            "p": data.ArrayLayout(data.ArrayLayout(8, 3), LANES)}),
-            init={"w": [[3 * l + c + 1 for c in range(3)] for l in range(LANES)],
-                  "p": [[3 * l + c + 1 for c in range(3)] for l in range(LANES)]})
-        opw, opp = ops.w, ops.p
+        # The scatter products' operands go into each multiplier's own operand registers at
+        # ``fire`` (inside the MULT18X18Ds on the ECP5, hdl/rtl/dsp.py): one shared register
+        # feeding six multipliers spread over the die costs 3 ns and more of routing.
         with m.If(en):
             m.d.sync += s1.valid.eq(fire)
         with m.If(fire):
-            m.d.sync += [opw[l][c].eq(weights[l]) for l in range(LANES) for c in range(3)]
-            m.d.sync += [opp[l][c].eq(self.i.payload[c]) for l in range(LANES) for c in range(3)]
             m.d.sync += [s1.x.eq(x), s1.emit.eq(entry.emit), s1.lane.eq(entry.lane),
                          s1.init.eq(entry.init), s1.adv.eq(entry.adv), s1.pix.eq(self.i.payload)]
             m.d.sync += [s1.w[j].eq(weights[j]) for j in range(3)]
@@ -180,9 +180,14 @@ class VResample(wiring.Component):
                 m.d.sync += [last_w[l].eq(wdata[l]), mem_q[l].eq(lanes[l][0].data),
                              fwd_q[l].eq(Mux(fwd_now[l], wdata[l], last_w[l]))]
                 for c in range(3):
-                    p_lo, p_hi = partial_products(opw[l][c], opp[l][c])
-                    m.d.sync += [lo[l][c].eq(p_lo), hi[l][c].eq(p_hi),
-                                 prod[l][c].eq(join_products(lo[l][c], hi[l][c]))]
+                    m.d.sync += prod[l][c].eq(join_products(lo[l][c], hi[l][c]))
+        for l in range(LANES):
+            for c in range(3):
+                w, px = weights[l], self.i.payload[c]
+                for part, a, dst in (("lo", w[:W_LO], lo), ("hi", w[W_LO:].as_signed(), hi)):
+                    m.d.comb += dst[l][c].eq(registered_product(
+                        m, f"mul_{part}{l}_{c}", a, px, dst[l][c].shape(),
+                        a_en=fire, b_en=fire, p_en=en))
 
         # S3 → S4: scatter: the emitted lane's sum; gather: the taps.
         s4 = Signal(data.StructLayout({"emit": 1}))

@@ -58,6 +58,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import idct as G
+from ...rtl.dsp import registered_product
 from .consts import ZIGZAG_LIST
 
 __all__ = ["BlockIdct", "flat_tables", "flat_1d", "OUT_POS"]
@@ -163,37 +164,34 @@ def _pass(m: Module, d_in, valid, sz, sz_early, load, ctr, name: str, exact: boo
     prods = {}
     for n, (k, consts, kind, j) in enumerate(slots):
         assert all(-(1 << 16) <= c < (1 << 16) for c in consts)
-        # Each multiplier gets its own copy of its input, of the size and of its constant,
-        # next to it: shared, one register would drive 8-40 multipliers across the chip.
-        # The copies also load at extra, harmless times (``ctr``: the size is stable then,
-        # or the input unused) so that synthesis cannot merge them back into one.
+        # Each multiplier gets its own copy of its input and of its constant (in its operand
+        # registers) and of the size: shared, one register would drive 8-40 multipliers
+        # across the chip. The copies also load at extra, harmless times (``ctr``: the size
+        # is stable then, or the input unused) so that synthesis cannot merge them into one.
         szc = Signal(2, name=f"{name}_szc{n}", reset_less=True)
         with m.If(load | (ctr == n)):
             m.d.sync += szc.eq(sz_early)
-        K = _reg(m, Array(Const(c, signed(17)) for c in consts)[szc], signed(17),
-                 f"{name}_k{n}")
-        x = Signal(len(d_in[k]) if exact else LO, name=f"{name}_x{n}", reset_less=True)
-        with m.If(valid | (ctr == n)):
-            m.d.sync += x.eq(d_in[k])
-        lo = x[:LO]
-        # [2] products, registered as they leave the multipliers
-        pl = _reg(m, lo * K, shape, f"{name}_pl{n}")
+        # [1] -> [2]: the input's low half and the constant go into the operand registers
+        # and their product into the result register of one MULT18X18D (hdl/rtl/dsp.py).
+        k_now = Array(Const(c, signed(17)) for c in consts)[szc]
+        pl = registered_product(m, f"{name}_ml{n}", d_in[k][:LO], k_now, shape,
+                                a_en=valid | (ctr == n))
         if exact:
             # 3 top bits: a table of (top bits, size), no second multiplier
+            xt = Signal(3, name=f"{name}_xt{n}", reset_less=True)
+            with m.If(valid | (ctr == n)):
+                m.d.sync += xt.eq(d_in[k][LO:LO + 3])
             tbl = Array(Const(((v ^ 4) - 4) * consts[z], signed(21))
                         for z in range(4) for v in range(8))
-            ph = _reg(m, tbl[Cat(x[LO:LO + 3], sz)], shape, f"{name}_ph{n}")
+            ph = _reg(m, tbl[Cat(xt, sz)], shape, f"{name}_ph{n}")
         else:
             # the top 11 bits in a second multiplier, with copies of its own
             szh = Signal(2, name=f"{name}_szh{n}", reset_less=True)
             with m.If(load | (ctr == n + 32)):
                 m.d.sync += szh.eq(sz_early)
-            Kh = _reg(m, Array(Const(c, signed(17)) for c in consts)[szh], signed(17),
-                      f"{name}_kh{n}")
-            xh = Signal(len(d_in[k]) - LO, name=f"{name}_xh{n}", reset_less=True)
-            with m.If(valid | (ctr == n + 32)):
-                m.d.sync += xh.eq(d_in[k][LO:])
-            ph = _reg(m, xh.as_signed() * Kh, unsigned(width - LO), f"{name}_ph{n}")
+            ph = registered_product(m, f"{name}_mh{n}", d_in[k][LO:].as_signed(),
+                                    Array(Const(c, signed(17)) for c in consts)[szh],
+                                    unsigned(width - LO), a_en=valid | (ctr == n + 32))
         # [3] the halves added
         prods.setdefault((kind, j), []).append(
             _reg(m, pl + (ph << LO), shape, f"{name}_q{n}"))
@@ -287,13 +285,13 @@ class BlockIdct(wiring.Component):
         s1_be = _reg(m, self.be_valid, 1, "s1_be", ctl=True)
         meta_in = Cat(self.be_comp, self.be_bcol, self.be_brow, self.be_row_end)
         s1_meta = _reg(m, meta_in, len(meta_in), "s1_meta")
-        s2_q = _reg(m, qr.data, 8, "s2_q")
         s2_cw = _reg(m, s1_cw, 1, "s2_cw", ctl=True)
-        s2_val = _reg(m, s1_val, signed(12), "s2_val")
         s2_be = _reg(m, s1_be, 1, "s2_be", ctl=True)
         s2_meta = _reg(m, s1_meta, len(s1_meta), "s2_meta")
         s2_nat = _reg(m, Array(Const(z, 6) for z in ZIGZAG_LIST)[s1_k], 6, "s2_nat")
-        prod = _reg(m, s2_val * s2_q, signed(20), "s3_prod")
+        # [q2] quantizer value and coefficient in a MULT18X18D's operand registers, [q3] the
+        # product in its result register (hdl/rtl/dsp.py)
+        prod = registered_product(m, "dequant_mul", s1_val, qr.data, signed(20))
         s3_cw = _reg(m, s2_cw, 1, "s3_cw", ctl=True)
         s3_be = _reg(m, s2_be, 1, "s3_be", ctl=True)
         s3_meta = _reg(m, s2_meta, len(s2_meta), "s3_meta")
