@@ -69,7 +69,7 @@ class Endpoint:
 class Timing:
     period_ps: float
     endpoints: list[Endpoint] = field(default_factory=list)
-    module_of: object = module_of
+    module_of: object = field(default_factory=lambda: module_of)   # not a method
 
     @property
     def worst(self) -> Endpoint | None:
