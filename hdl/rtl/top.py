@@ -7,13 +7,14 @@ word per job.
 Register stages of the core's own logic (each unit documents its own): the skids are two-entry
 register slices whose ``ready`` is a register too, so the handshake's ready path never runs from
 ``out`` through the whole datapath into the pixel source (or the JPEG decoder); the pixel gate
-decides the frame's end from registered last-column/last-row flags; the loader ends a table on a
-registered flag; the header checks are registered from the bank before CHECK; the watchdog sees
-the handshakes one clock late (and compensates, so STALL comes on the same cycle); the table
-writes reach the resample units' memories through one register stage; the between-jobs clear
-that resets the datapath is a register. None of these changes a cycle count per pixel or per
-job's feed: the skids add one clock of latency each, the clear happens in the runner's first
-IDLE cycle.
+decides the frame's end from registered last-column/last-row flags; the cfg words enter through
+a skid too; the loader ends a table on a registered flag; the header checks are registered per
+bank, then for the bank the runner takes next; the runner's "running", "tables ready" and
+``status.valid`` are registers kept with its state; the watchdog sees the handshakes one clock
+late (and compensates, so STALL comes on the same cycle); the table writes reach the resample
+units' memories through one register stage; the between-jobs clear that resets the datapath is
+a register. None of these changes a cycle count per pixel or per job's feed: the skids add one
+clock of latency each, the clear happens in the runner's first IDLE cycle.
 
 The sequencer makes the core hang-proof: every job ends with a status word, a bad header or a
 frame of the wrong length drains the ``pix`` stream up to ``last``, and a watchdog turns a
@@ -108,9 +109,11 @@ class PreprocessCore(wiring.Component):
         # taken (the runner's first IDLE cycle, so before the next job's CHECK). Registered:
         # it resets every unit's registers, a net of high fanout.
         clear = Signal()
+        # The runner is in RUN (``running``), or in CHECK or RUN (``tables_ready``): registers
+        # kept with the runner's state (see ``goto``), not decodes of it, as they fan out to the
+        # resample units, the pixel gate and the output. The resample units prefetch their
+        # first table entry during CHECK, so the first pixel can enter on the first cycle of RUN.
         running = Signal()
-        # The resample units prefetch their first table entry during CHECK, so the first
-        # pixel can enter on the first cycle of RUN.
         tables_ready = Signal()
 
         def unit(name, elaboratable):
@@ -243,7 +246,14 @@ class PreprocessCore(wiring.Component):
 
         # ---- job loader: cfg words into the free bank --------------------------------------
         # Two banks of header and tables: the next job loads while this one runs, so the table
-        # load costs no clocks in a stream of images.
+        # load costs no clocks in a stream of images. The cfg words come through a register
+        # slice (not reset between jobs: the next job's words flow while this one ends), so
+        # neither the loader's enables nor ``cfg.ready`` are logic of the sender's.
+        m.submodules.cfg_skid = cfg_skid = Skid(unsigned(32))
+        m.d.comb += [cfg_skid.i.valid.eq(self.cfg.valid),
+                     cfg_skid.i.payload.eq(self.cfg.payload),
+                     self.cfg.ready.eq(cfg_skid.i.ready)]
+        cfg = cfg_skid.o
         bank_hdr = [[Signal(32, name=f"bank{b}_hdr{i}") for i in range(HEADER_WORDS)]
                     for b in range(TABLE_BANKS)]
         full = Signal(TABLE_BANKS)
@@ -255,7 +265,7 @@ class PreprocessCore(wiring.Component):
         word_idx = Signal(range(HEADER_WORDS))
         sub = Signal(range(STEP_WORDS))
         words = [Signal(32, name=f"step_word{i}") for i in range(STEP_WORDS - 1)]
-        m.d.comb += tbl_data.eq(Cat(*words, self.cfg.payload)[:StepLayout.size])
+        m.d.comb += tbl_data.eq(Cat(*words, cfg.payload)[:StepLayout.size])
 
         # ``tab_end`` (tab_idx == this table's step count) is a register, kept with a compare
         # against the count minus one, both set up when the previous part of the job is done,
@@ -273,8 +283,8 @@ class PreprocessCore(wiring.Component):
                     start_table(next_count)
                 m.next = next_state
             with m.Else():
-                m.d.comb += self.cfg.ready.eq(1)
-                with m.If(self.cfg.valid):
+                m.d.comb += cfg.ready.eq(1)
+                with m.If(cfg.valid):
                     with m.If(sub == STEP_WORDS - 1):
                         m.d.comb += we.eq(tab_idx < depth)
                         m.d.sync += [sub.eq(0), tab_idx.eq(tab_idx + 1),
@@ -283,19 +293,19 @@ class PreprocessCore(wiring.Component):
                         m.d.sync += sub.eq(sub + 1)
                         for i in range(STEP_WORDS - 1):
                             with m.If(sub == i):
-                                m.d.sync += words[i].eq(self.cfg.payload)
+                                m.d.sync += words[i].eq(cfg.payload)
 
         with m.FSM(name="loader"):
             with m.State("WAIT_BANK"):
                 with m.If(~full.bit_select(load_bank, 1) & (scale_n < SCALE_FIFO)):
                     m.next = "HEADER"
             with m.State("HEADER"):
-                m.d.comb += self.cfg.ready.eq(1)
-                with m.If(self.cfg.valid):
+                m.d.comb += cfg.ready.eq(1)
+                with m.If(cfg.valid):
                     for b in range(TABLE_BANKS):
                         for i in range(HEADER_WORDS):
                             with m.If((load_bank == b) & (word_idx == i)):
-                                m.d.sync += bank_hdr[b][i].eq(self.cfg.payload)
+                                m.d.sync += bank_hdr[b][i].eq(cfg.payload)
                     m.d.sync += word_idx.eq(word_idx + 1)
                     with m.If(word_idx == HEADER_WORDS - 1):
                         if spec.jpeg_decoder:
@@ -386,26 +396,48 @@ class PreprocessCore(wiring.Component):
         m.d.comb += progress.eq(Cat(*handshakes).any())
 
         m.d.sync += clear.eq(0)
-        # The header checks, registered every cycle from the bank the runner takes next: that
-        # bank is full (so unchanging) for at least the IDLE cycle before CHECK, so in CHECK
-        # the flags are those of ``hdr`` without their compares in front of the runner's state.
+        # The header checks, in two register stages: each bank's flags from its header words,
+        # then the flags of the bank the runner takes next, so in CHECK they are those of
+        # ``hdr`` without compares (or a bank select) in front of the runner's state. In CHECK
+        # they show the bank as it was two cycles before, and it was unchanging then: a bank is
+        # full only from the cycle after LOADED, which follows its last header word, and the
+        # runner leaves IDLE at the earliest in the cycle after it sees the bank full; after a
+        # job, the first IDLE cycle (with ``run_bank`` already the next bank) is the clear
+        # cycle, in which it waits.
         run_hdr = [Mux(run_bank, bank_hdr[1][i], bank_hdr[0][i]) for i in range(HEADER_WORDS)]
-        r_in_w, r_in_h = run_hdr[0][:16], run_hdr[0][16:]
-        r_out_w, r_out_h = run_hdr[1][:16], run_hdr[1][16:]
-        r_h_steps, r_v_steps = run_hdr[2][:16], run_hdr[2][16:]
-        r_crop_x, r_crop_y = run_hdr[4][:16], run_hdr[4][16:]
         bad_dims = Signal()
         bad_table = Signal()
-        bad_dims_c = ((r_in_w == 0) | (r_in_w > spec.max_width) | (r_in_h == 0)
-                      | (r_in_h > spec.max_height) | (r_out_w == 0)
-                      | (r_out_w > spec.out_width_limit) | (r_out_h == 0))
-        if spec.resize is not None:
-            m.d.sync += bad_table.eq((r_h_steps == 0) | (r_h_steps > h_depth)
-                                     | (r_v_steps == 0) | (r_v_steps > v_depth))
-        else:
-            bad_dims_c = (bad_dims_c | (r_crop_x + r_out_w > r_in_w)
-                          | (r_crop_y + r_out_h > r_in_h))
-        m.d.sync += bad_dims.eq(bad_dims_c)
+        bank_bad_dims = Signal(TABLE_BANKS)
+        bank_bad_table = Signal(TABLE_BANKS)
+        for b in range(TABLE_BANKS):
+            in_w_b, in_h_b = bank_hdr[b][0][:16], bank_hdr[b][0][16:]
+            out_w_b, out_h_b = bank_hdr[b][1][:16], bank_hdr[b][1][16:]
+            h_steps_b, v_steps_b = bank_hdr[b][2][:16], bank_hdr[b][2][16:]
+            crop_x_b, crop_y_b = bank_hdr[b][4][:16], bank_hdr[b][4][16:]
+            dims_b = ((in_w_b == 0) | (in_w_b > spec.max_width) | (in_h_b == 0)
+                      | (in_h_b > spec.max_height) | (out_w_b == 0)
+                      | (out_w_b > spec.out_width_limit) | (out_h_b == 0))
+            if spec.resize is not None:
+                m.d.sync += bank_bad_table[b].eq((h_steps_b == 0) | (h_steps_b > h_depth)
+                                                 | (v_steps_b == 0) | (v_steps_b > v_depth))
+            else:
+                dims_b = (dims_b | (crop_x_b + out_w_b > in_w_b)
+                          | (crop_y_b + out_h_b > in_h_b))
+            m.d.sync += bank_bad_dims[b].eq(dims_b)
+        m.d.sync += [bad_dims.eq(bank_bad_dims.bit_select(run_bank, 1)),
+                     bad_table.eq(bank_bad_table.bit_select(run_bank, 1))]
+
+        # ``status.valid`` too is a register kept with the state (it goes to the host link),
+        # and the status word is driven in every state (it is read only with ``valid``).
+        status_valid = Signal()
+        m.d.comb += [self.status.valid.eq(status_valid), self.status.payload.code.eq(code),
+                     self.status.payload.feed_cycles.eq(feed_cycles),
+                     self.status.payload.run_cycles.eq(run_cycles)]
+
+        def goto(state):
+            m.next = state
+            m.d.sync += [running.eq(state == "RUN"), tables_ready.eq(state in ("CHECK", "RUN")),
+                         status_valid.eq(state == "STATUS")]
 
         with m.FSM(name="runner"):
             with m.State("IDLE"):
@@ -414,9 +446,8 @@ class PreprocessCore(wiring.Component):
                 with m.If(full.bit_select(run_bank, 1) & ~clear):
                     for i in range(HEADER_WORDS):
                         m.d.sync += hdr[i].eq(run_hdr[i])
-                    m.next = "CHECK"
+                    goto("CHECK")
             with m.State("CHECK"):
-                m.d.comb += tables_ready.eq(1)
                 m.d.sync += [px.eq(0), py.eq(0), x_last.eq(in_w == 1), y_last.eq(in_h == 1),
                              w_m2.eq(in_w - 2), h_m2.eq(in_h - 2), w_is_1.eq(in_w == 1),
                              in_done.eq(0), out_done.eq(0), dec_done.eq(0),
@@ -424,15 +455,14 @@ class PreprocessCore(wiring.Component):
                              feed_cycles.eq(0), run_cycles.eq(0)]
                 with m.If(bad_dims):
                     m.d.sync += code.eq(Status.BAD_DIMS)
-                    m.next = "DRAIN"
+                    goto("DRAIN")
                 with m.Elif(bad_table):
                     m.d.sync += code.eq(Status.BAD_TABLE)
-                    m.next = "DRAIN"
+                    goto("DRAIN")
                 with m.Else():
                     m.d.sync += code.eq(Status.OK)
-                    m.next = "RUN"
+                    goto("RUN")
             with m.State("RUN"):
-                m.d.comb += [running.eq(1), tables_ready.eq(1)]
                 m.d.sync += run_cycles.eq(run_cycles + 1)
                 with m.If(~in_done & ~draining):
                     m.d.sync += feed_cycles.eq(feed_cycles + 1)
@@ -475,22 +505,22 @@ class PreprocessCore(wiring.Component):
                 with m.If(dec_status_fire & (dec_code != 0)):
                     # The decoder stopped (its pixels end without `last`) and drained its input.
                     m.d.sync += code.eq(dec_code)
-                    m.next = "STATUS"
+                    goto("STATUS")
                 with m.Elif(pix_fire & gate_open & src.payload.last & ~at_end):
                     m.d.sync += code.eq(Status.SHORT_FRAME)
                     with m.If(src_jpeg & ~dec_done):
-                        m.next = "DRAIN"
+                        goto("DRAIN")
                     with m.Else():
-                        m.next = "STATUS"
+                        goto("STATUS")
                 with m.Elif(~busy_r & (watchdog == WATCHDOG_CYCLES - 1)):
                     m.d.sync += code.eq(Status.STALL)
                     with m.If(input_finished):
-                        m.next = "STATUS"
+                        goto("STATUS")
                     with m.Else():
-                        m.next = "DRAIN"
+                        goto("DRAIN")
                 with m.Elif(in_done & out_done & (~src_jpeg | dec_done | dec_status_fire)):
                     m.d.sync += code.eq(Mux(long_frame, Status.LONG_FRAME, Status.OK))
-                    m.next = "STATUS"
+                    goto("STATUS")
             with m.State("DRAIN"):
                 # Discard the rest of this job's input: pixels up to `last`, or for a JPEG job
                 # everything up to the decoder's status beat.
@@ -501,17 +531,14 @@ class PreprocessCore(wiring.Component):
                     with m.If(dec_done | dec_status_fire):
                         with m.If(dec_status_fire & (dec_code != 0) & (code == Status.OK)):
                             m.d.sync += code.eq(dec_code)
-                        m.next = "STATUS"
+                        goto("STATUS")
                 with m.Elif(in_done | (src.valid & src.payload.last)):
-                    m.next = "STATUS"
+                    goto("STATUS")
             with m.State("STATUS"):
-                m.d.comb += [self.status.valid.eq(1), self.status.payload.code.eq(code),
-                             self.status.payload.feed_cycles.eq(feed_cycles),
-                             self.status.payload.run_cycles.eq(run_cycles)]
                 with m.If(self.status.ready):
                     m.d.comb += clr_full.bit_select(run_bank, 1).eq(1)
                     m.d.sync += clear.eq(1)
                     m.d.sync += run_bank.eq(~run_bank)
-                    m.next = "IDLE"
+                    goto("IDLE")
         return m
 

@@ -10,28 +10,35 @@ Row start: one clock per row takes the row's step from the table into registers 
 always read one step ahead, so its read data goes straight into those registers). `fire`,
 ``i.ready`` and the end-of-row and end-of-job tests come from flip-flops.
 
-Pipeline (every stage advances with ``en``, which comes from the output skid buffer's flip-flop
-rather than from the downstream ``ready``):
+Pipeline (every stage advances with ``en``, which is the output skid buffer's flip-flop rather
+than the downstream ``ready``):
 
 - tick: the step's weights, the incoming pixel, x and the ring slots → S1 (and a copy of the
   multiplier operands per product); the lane memories are read at S1's x;
 - S1 → S2: partial products of weight x pixel (one MULT18X18D each); whether S2's row is still
   being written by the items ahead (forwarding flags);
 - S2 → S3: the products; the lane rows straight from the memories, and beside them the row
-  forwarded from the item writing now or the one that wrote at the read's own clock edge;
+  forwarded from the item writing now or the one that wrote at the read's own clock edge (or,
+  for a scatter lane that the item restarts, the rounding bias);
 - S3: picks the memory's or the forwarded row; scatter adds the products to the lane rows and
   writes them back at x; gather writes the incoming row into its ring slot. S3 → S4: scatter:
-  the emitted lane's sum; gather: the three taps selected by ring slot;
-- S4 → S5: scatter: clip8; gather: partial products of the taps;
-- S5 → S6: gather: the products;
-- S6 → S7: gather: ``BIAS + p0`` and ``p1 + p2``;
-- S7 → S8: gather: the last add;
-- S8 → output: gather: clip8; into the output register (or the skid register while the output
+  the emitted lane's sum; gather: the three taps selected by ring slot (fabric registers);
+- S4 → S5: scatter: clip8; gather: the taps and weights into the multipliers' operand
+  registers (inside the MULT18X18Ds on the ECP5);
+- S5 → S6: gather: partial products of the taps;
+- S6 → S7: gather: the products;
+- S7 → S8: gather: ``BIAS + p0`` and ``p1 + p2``;
+- S8 → S9: gather: the last add;
+- S9 → output: gather: clip8; into the output register (or the skid register while the output
   waits).
+
+Only the valid flags and the per-job control are reset: the data registers are loaded before
+anything uses them, and the job-start registers (x, step, table address, the width compares)
+are set every clock until the unit is ``primed``, so after any reset.
 """
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In
 
@@ -39,9 +46,17 @@ from ..resample import GATHER, LANES
 from .layouts import Pixel
 from .dsp import registered_product
 from .resample_common import (ACC, BIAS, W_LO, StepTable, clip8, join_products, output_skid,
-                              partial_products, unit_members)
+                              unit_members)
 
-LaneRow = data.ArrayLayout(ACC, 3)
+#: A lane memory's word: three ACC sums. A flat value rather than an ArrayLayout: Yosys (0.70,
+#: in ABC9's reintegration) confuses a wire's bit ``x[1]`` with an array field named ``x[1]``,
+#: and vresample's rows hit that assertion.
+LaneRow = unsigned(3 * ACC.width)
+
+
+def _ch(row, c):
+    """Channel ``c``'s sum in a LaneRow value."""
+    return row[c * ACC.width:(c + 1) * ACC.width]
 
 
 class VResample(wiring.Component):
@@ -65,10 +80,12 @@ class VResample(wiring.Component):
         tbl = StepTable(m, self)
         en, push, out_data = output_skid(m, self.o)
 
-        gather = self.mode == GATHER
-        step = Signal(range(self.depth + 1))
-        x = Signal(range(self.width_limit))
-        row_end = Signal()          # x is the row's last pixel
+        # The job's mode as a local register, taken before the job runs like the compares
+        # below: it selects the adders' operands in the read-modify-write loop.
+        gather = Signal(reset_less=True)
+        step = Signal(range(self.depth + 1), reset_less=True)
+        x = Signal(range(self.width_limit), reset_less=True)
+        row_end = Signal(reset_less=True)   # x is the row's last pixel
         done = Signal()             # every step has run
         ring = Signal(range(3))     # ring slot the next consumed row is written to
         primed = Signal()
@@ -76,7 +93,7 @@ class VResample(wiring.Component):
         entry = tbl.entry
         # The table address of the step after the current one: the row-start clock takes the
         # step read at the row's last clock.
-        raddr = Signal(range(self.depth * self.banks + 1))
+        raddr = Signal(range(self.depth * self.banks + 1), reset_less=True)
         base0 = Mux(self.bank, self.depth, 0) if self.banks > 1 else 0
 
         can_tick = self.run & primed & loaded & en & ~done
@@ -88,11 +105,12 @@ class VResample(wiring.Component):
         # The job's width and step count, compared with x and step below, as local registers
         # taken before the job runs: the header registers sit elsewhere on the chip, and a
         # compare against them was a cross-die route plus a carry chain.
-        width_is1 = Signal()
-        width_m2 = Signal(signed(18))
-        steps_m1 = Signal(signed(18))
+        width_is1 = Signal(reset_less=True)
+        width_m2 = Signal(signed(18), reset_less=True)
+        steps_m1 = Signal(signed(18), reset_less=True)
         with m.If(~primed):
-            m.d.sync += [raddr.eq(base0), done.eq(self.steps == 0),
+            m.d.sync += [raddr.eq(base0), done.eq(self.steps == 0), x.eq(0), step.eq(0),
+                         gather.eq(self.mode == GATHER),
                          row_end.eq(self.width == 1), width_is1.eq(self.width == 1),
                          width_m2.eq(self.width - 2), steps_m1.eq(self.steps - 1)]
         with m.Elif(self.run & ~loaded & ~done):
@@ -110,132 +128,166 @@ class VResample(wiring.Component):
         w_shape = weights[0].shape()
         lanes = []
         for l in range(LANES):
-            mem = memory.Memory(shape=LaneRow, depth=self.width_limit, init=[])
+            # no_rw_check: a read that meets a write to its word in the same clock is replaced
+            # by the forwarded row (`fwd` below), so the memory's data then does not matter;
+            # without it Yosys adds collision logic between the block RAMs and `mem_q`. (An
+            # asynchronous port and a register, `mem_rd`, that Yosys merges into the block RAM's
+            # synchronous port: it honours no_rw_check only for a port it builds itself.)
+            mem = memory.Memory(shape=LaneRow, depth=self.width_limit, init=[],
+                                attrs={"no_rw_check": 1})
             m.submodules[f"lane{l}"] = mem
-            lanes.append((mem.read_port(), mem.write_port()))
+            lanes.append((mem.read_port(domain="comb"), mem.write_port()))
 
         # Tick → S1.
         stage = data.StructLayout({
-            "valid": 1, "x": unsigned(len(x)), "emit": 1, "lane": 2, "init": LANES, "adv": 1,
+            "x": unsigned(len(x)), "emit": 1, "lane": 2, "adv": 1,
+            "init": LANES,                     # scatter lanes this item restarts (0 in gather)
             "w": data.ArrayLayout(w_shape, 3), "pix": Pixel,
             "slot": data.ArrayLayout(2, 3),   # gather: ring slot of window[j]
             "wmask": LANES,                    # lanes this item writes at S3
         })
-        s1 = Signal(stage)
-        s2 = Signal(stage)
-        s3 = Signal(stage)
+        s1, s2, s3 = (Signal(stage, name=f"s{k}", reset_less=True) for k in (1, 2, 3))
+        s1_valid, s2_valid, s3_valid = (Signal(name=f"s{k}_valid") for k in (1, 2, 3))
         # Gather window after this step: rows (n-3+j) for n rows consumed, so slot (n+j) mod 3.
         n_mod = Mux(entry.adv, Mux(ring == 2, 0, ring + 1), ring)
-        # The scatter products' operands go into each multiplier's own operand registers at
-        # ``fire`` (inside the MULT18X18Ds on the ECP5, hdl/rtl/dsp.py): one shared register
-        # feeding six multipliers spread over the die costs 3 ns and more of routing.
+        # The scatter products' operands go into each multiplier's own operand registers (inside
+        # the MULT18X18Ds on the ECP5, hdl/rtl/dsp.py): one shared register feeding six
+        # multipliers spread over the die costs 3 ns and more of routing. S1 and those operand
+        # registers load at every ``en``, not only at ``fire``: what they take on a clock that
+        # does not fire is never used (``s1_valid`` is 0), and the multipliers' clock enables
+        # are then a flip-flop rather than the logic of ``fire``.
         with m.If(en):
-            m.d.sync += s1.valid.eq(fire)
-        with m.If(fire):
+            m.d.sync += s1_valid.eq(fire)
             m.d.sync += [s1.x.eq(x), s1.emit.eq(entry.emit), s1.lane.eq(entry.lane),
-                         s1.init.eq(entry.init), s1.adv.eq(entry.adv), s1.pix.eq(self.i.payload)]
+                         s1.init.eq(Mux(gather, 0, entry.init)), s1.adv.eq(entry.adv),
+                         s1.pix.eq(self.i.payload)]
             m.d.sync += [s1.w[j].eq(weights[j]) for j in range(3)]
             for j in range(3):
                 m.d.sync += s1.slot[j].eq(Mux(n_mod + j >= 3, n_mod + j - 3, n_mod + j))
             # Scatter writes every lane; gather writes the incoming row into slot `ring`.
             m.d.sync += s1.wmask.eq(Mux(gather, Mux(entry.adv, 1 << ring, 0), (1 << LANES) - 1))
 
-        def writes(s):
-            return Mux(s.valid, s.wmask, 0)
+        def writes(s, valid):
+            return Mux(valid, s.wmask, 0)
 
         # S1 → S2 → S3; the lane memories are read at S1's x, so their output belongs to S2.
         lo = [[Signal(unsigned(W_LO + 8), name=f"lo{l}_{c}") for c in range(3)]
               for l in range(LANES)]
         hi = [[Signal(signed(17), name=f"hi{l}_{c}") for c in range(3)] for l in range(LANES)]
-        prod = [[Signal(ACC, name=f"prod{l}_{c}") for c in range(3)] for l in range(LANES)]
+        prod = [[Signal(ACC, name=f"prod{l}_{c}", reset_less=True) for c in range(3)]
+                for l in range(LANES)]
         # S2's row is being written by the item in S3 (`fwd_now`), or was written by the item
         # ahead of it at the very clock edge that read it (either: `fwd`); items further ahead
         # wrote before the read. S3 takes the memory's data and the forwarded row into separate
         # registers, so that the block RAM's output goes straight into a flip-flop.
+        #
+        # The read-modify-write loop (S3's row, the add, the write-back and the forwarded row)
+        # has one LUT level besides the adder: a scatter lane that S2's item restarts (`init`)
+        # takes the rounding bias as a forwarded row, and in gather the adder itself writes the
+        # incoming row (the row operand is masked to 0 and the multipliers weigh the pixel by
+        # 1), so neither is a mux of its own before or after the adder.
         fwd_now = Signal(LANES)
         fwd = Signal(LANES)
         use_fwd = Signal(LANES)
-        mem_q = [Signal(LaneRow, name=f"mem_q{l}") for l in range(LANES)]
-        fwd_q = [Signal(LaneRow, name=f"fwd_q{l}") for l in range(LANES)]
+        mem_q = [Signal(LaneRow, name=f"mem_q{l}", reset_less=True) for l in range(LANES)]
+        fwd_q = [Signal(LaneRow, name=f"fwd_q{l}", reset_less=True) for l in range(LANES)]
         rows = [Signal(LaneRow, name=f"row{l}") for l in range(LANES)]
-        last_w = [Signal(LaneRow, name=f"last_w{l}") for l in range(LANES)]
+        base = [Signal(LaneRow, name=f"base{l}") for l in range(LANES)]     # the adders' rows
+        last_w = [Signal(LaneRow, name=f"last_w{l}", reset_less=True) for l in range(LANES)]
+        bias_row = Cat(*(Const(BIAS, ACC) for _ in range(3)))
         sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]
         wdata = [Signal(LaneRow, name=f"wdata{l}") for l in range(LANES)]
+        mem_rd = [Signal(LaneRow, name=f"mem_rd{l}", reset_less=True) for l in range(LANES)]
         for l, (rp, wp) in enumerate(lanes):
-            m.d.comb += [rp.addr.eq(s1.x), rp.en.eq(en)]
-            m.d.comb += rows[l].eq(Mux(use_fwd[l], fwd_q[l], mem_q[l]))
+            m.d.comb += rp.addr.eq(s1.x)
+            with m.If(en):
+                m.d.sync += mem_rd[l].eq(rp.data)
+            m.d.comb += [rows[l].eq(Mux(use_fwd[l], fwd_q[l], mem_q[l])),
+                         base[l].eq(Mux(gather, 0, rows[l]))]
             for c in range(3):
-                base_acc = Mux(s3.init[l], BIAS, rows[l][c])
-                m.d.comb += sums[l][c].eq(base_acc + prod[l][c])
-                m.d.comb += wdata[l][c].eq(Mux(gather, s3.pix[c].as_unsigned(), sums[l][c]))
-            m.d.comb += [wp.addr.eq(s3.x), wp.data.eq(wdata[l]), wp.en.eq(en & writes(s3)[l])]
+                # gather: 0 + pixel, the incoming row
+                m.d.comb += sums[l][c].eq(_ch(base[l], c).as_signed() + prod[l][c])
+                m.d.comb += _ch(wdata[l], c).eq(sums[l][c])
+            m.d.comb += [wp.addr.eq(s3.x), wp.data.eq(wdata[l]),
+                         wp.en.eq(en & writes(s3, s3_valid)[l])]
         with m.If(en):
-            m.d.sync += [s2.eq(s1), s3.eq(s2)]
+            m.d.sync += [s2.eq(s1), s3.eq(s2), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid)]
             same_now = s1.x == s2.x
             same_last = s1.x == s3.x
-            m.d.sync += [fwd_now.eq(Mux(same_now, writes(s2), 0)),
-                         fwd.eq(Mux(same_now, writes(s2), 0) | Mux(same_last, writes(s3), 0)),
-                         use_fwd.eq(fwd)]
+            m.d.sync += [fwd_now.eq(Mux(same_now, writes(s2, s2_valid), 0)),
+                         fwd.eq(Mux(same_now, writes(s2, s2_valid), 0)
+                                | Mux(same_last, writes(s3, s3_valid), 0)),
+                         use_fwd.eq(fwd | s2.init)]
             for l in range(LANES):
-                m.d.sync += [last_w[l].eq(wdata[l]), mem_q[l].eq(lanes[l][0].data),
-                             fwd_q[l].eq(Mux(fwd_now[l], wdata[l], last_w[l]))]
+                m.d.sync += [last_w[l].eq(wdata[l]), mem_q[l].eq(mem_rd[l]),
+                             fwd_q[l].eq(Mux(s2.init[l], bias_row,
+                                             Mux(fwd_now[l], wdata[l], last_w[l])))]
                 for c in range(3):
                     m.d.sync += prod[l][c].eq(join_products(lo[l][c], hi[l][c]))
         for l in range(LANES):
+            # gather: weight 1, so that the product is the pixel (see `base`)
+            w_lo = Mux(gather, 1, weights[l][:W_LO])
+            w_hi = Mux(gather, 0, weights[l][W_LO:].as_signed())
             for c in range(3):
-                w, px = weights[l], self.i.payload[c]
-                for part, a, dst in (("lo", w[:W_LO], lo), ("hi", w[W_LO:].as_signed(), hi)):
+                px = self.i.payload[c]
+                for part, a, dst in (("lo", w_lo, lo), ("hi", w_hi, hi)):
                     m.d.comb += dst[l][c].eq(registered_product(
                         m, f"mul_{part}{l}_{c}", a, px, dst[l][c].shape(),
-                        a_en=fire, b_en=fire, p_en=en))
+                        a_en=en, b_en=en, p_en=en))
 
-        # S3 → S4: scatter: the emitted lane's sum; gather: the taps.
-        s4 = Signal(data.StructLayout({"emit": 1}))
-        s4_sc = [Signal(ACC, name=f"s4_sc{c}") for c in range(3)]
-        s4_tap = [[Signal(8, name=f"s4_tap{j}_{c}") for c in range(3)] for j in range(3)]
-        s4_w = Signal(data.ArrayLayout(data.ArrayLayout(w_shape, 3), 3),   # as ops.w
-                      init=[[3 * j + c + 1 for c in range(3)] for j in range(3)])
+        # S3 → S4: scatter: the emitted lane's sum; gather: the taps and their weights.
+        s4_emit = Signal()
+        s4_sc = [Signal(ACC, name=f"s4_sc{c}", reset_less=True) for c in range(3)]
+        s4_tap = [[Signal(8, name=f"s4_tap{j}_{c}", reset_less=True) for c in range(3)]
+                  for j in range(3)]
+        s4_w = [Signal(w_shape, name=f"s4_w{j}", reset_less=True) for j in range(3)]
         with m.If(en):
-            m.d.sync += [s4.emit.eq(s3.valid & s3.emit)]
-            m.d.sync += [s4_w[j][c].eq(s3.w[j]) for j in range(3) for c in range(3)]
+            m.d.sync += [s4_emit.eq(s3_valid & s3.emit)]
+            m.d.sync += [s4_w[j].eq(s3.w[j]) for j in range(3)]
             for c in range(3):
                 m.d.sync += s4_sc[c].eq(Array(sums[l][c] for l in range(LANES))[s3.lane])
-                rows_by_slot = Array(rows[l][c][:8] for l in range(LANES))
+                rows_by_slot = Array(_ch(rows[l], c)[:8] for l in range(LANES))
                 for j in range(3):
                     tap = rows_by_slot[s3.slot[j]]
                     if j == 2:
                         tap = Mux(s3.adv, s3.pix[c], tap)
                     m.d.sync += s4_tap[j][c].eq(tap)
 
-        # S4 → S5 → S6 → S7.
-        emit = [Signal(name=f"s{k}_emit") for k in (5, 6, 7)]
-        sc = [Signal(Pixel, name=f"s{k}_sc") for k in (5, 6, 7)]
+        # S4 → S5: the gather products' operand registers (inside the MULT18X18Ds on the ECP5,
+        # straight from S4's flip-flops: the taps are picked by logic, and the multipliers sit
+        # in DSP columns far away); S5 → S6: the partial products; S6 → S7: the products;
+        # S7 → S8: the first adds; S8 → S9: the last add. Scatter's clipped sum follows along.
+        emit = [Signal(name=f"s{k}_emit") for k in (5, 6, 7, 8, 9)]
+        sc = [Signal(Pixel, name=f"s{k}_sc", reset_less=True) for k in (5, 6, 7, 8, 9)]
         glo = [[Signal(unsigned(W_LO + 8), name=f"glo{j}_{c}") for c in range(3)]
                for j in range(3)]
         ghi = [[Signal(signed(17), name=f"ghi{j}_{c}") for c in range(3)] for j in range(3)]
-        gprod = [[Signal(ACC, name=f"gprod{j}_{c}") for c in range(3)] for j in range(3)]
+        gprod = [[Signal(ACC, name=f"gprod{j}_{c}", reset_less=True) for c in range(3)]
+                 for j in range(3)]
         wide = signed(ACC.width + 2)
-        gx = [Signal(wide, name=f"gx{c}") for c in range(3)]
-        gy = [Signal(wide, name=f"gy{c}") for c in range(3)]
+        gx = [Signal(wide, name=f"gx{c}", reset_less=True) for c in range(3)]
+        gy = [Signal(wide, name=f"gy{c}", reset_less=True) for c in range(3)]
+        total = [Signal(signed(wide.width + 1), name=f"s9_total{c}", reset_less=True)
+                 for c in range(3)]
+        for j in range(3):
+            for c in range(3):
+                w, tap = s4_w[j], s4_tap[j][c]
+                for part, a, dst in (("lo", w[:W_LO], glo), ("hi", w[W_LO:].as_signed(), ghi)):
+                    m.d.comb += dst[j][c].eq(registered_product(
+                        m, f"gmul_{part}{j}_{c}", a, tap, dst[j][c].shape(),
+                        a_en=en, b_en=en, p_en=en))
         with m.If(en):
-            m.d.sync += [emit[0].eq(s4.emit), emit[1].eq(emit[0]), emit[2].eq(emit[1]),
-                         sc[1].eq(sc[0]), sc[2].eq(sc[1])]
+            m.d.sync += [emit[0].eq(s4_emit)] + [emit[k + 1].eq(emit[k]) for k in range(4)]
+            m.d.sync += [sc[k + 1].eq(sc[k]) for k in range(4)]
             for c in range(3):
                 m.d.sync += sc[0][c].eq(clip8(s4_sc[c]))
-                for j in range(3):
-                    p_lo, p_hi = partial_products(s4_w[j][c], s4_tap[j][c])
-                    m.d.sync += [glo[j][c].eq(p_lo), ghi[j][c].eq(p_hi),
-                                 gprod[j][c].eq(join_products(glo[j][c], ghi[j][c]))]
+                m.d.sync += [gprod[j][c].eq(join_products(glo[j][c], ghi[j][c]))
+                             for j in range(3)]
                 m.d.sync += [gx[c].eq(Const(BIAS, ACC) + gprod[0][c]),
-                             gy[c].eq(gprod[1][c] + gprod[2][c])]
+                             gy[c].eq(gprod[1][c] + gprod[2][c]),
+                             total[c].eq(gx[c] + gy[c])]
 
-        # S8: gather's last add; then clip8 into the output register (through the skid buffer).
-        s8_emit = Signal()
-        s8_sc = Signal(Pixel)
-        s8_total = [Signal(signed(wide.width + 1), name=f"s8_total{c}") for c in range(3)]
-        with m.If(en):
-            m.d.sync += [s8_emit.eq(emit[2]), s8_sc.eq(sc[2])]
-            m.d.sync += [s8_total[c].eq(gx[c] + gy[c]) for c in range(3)]
-        m.d.comb += push.eq(s8_emit)
-        m.d.comb += [out_data[c].eq(Mux(gather, clip8(s8_total[c]), s8_sc[c])) for c in range(3)]
+        # Gather: clip8; into the output register (through the skid buffer).
+        m.d.comb += push.eq(emit[4])
+        m.d.comb += [out_data[c].eq(Mux(gather, clip8(total[c]), sc[4][c])) for c in range(3)]
         return m

@@ -41,7 +41,11 @@ after its image's last pixel; an error in the image ahead waits until the one be
 Glue registers (between the sub-blocks, for 100+ MHz): the input and output skid buffers;
 ``failed`` (the image's verdict is an error) is a register beside ``final``/``code``; the
 "IDCT wrote the last MCU row" compare (``rows_complete``) and the entropy decoder's line-buffer
-limit (``row_limit``) are registered, each a clock late (conservative: see their comments).
+limit (``row_limit``) are registered, each a clock late (conservative: see their comments);
+``go`` (the parser's next file, the entropy decoder's and IDCT's reset) is registered, a clock
+late (no verdict is taken in that clock); the IDCT sizes, the image's MCU rows and the ring's
+lines per MCU row are registered from the configuration; the scan's ``start`` is registered (a
+clock late).
 
 Memory (``max_width`` = W, rounded up to a power of two): line buffers 32 lines of luma and
 2 x 16 lines of chroma, W bytes each (64 W bytes: 256 KiB at the default 4096); Huffman symbol
@@ -175,16 +179,25 @@ class JpegDecoder(wiring.Component):
         woff_y = Signal(5)
         woff_c = Signal(4)
         back_free = Signal()
-        # IDCT sizes (log2): luma 8/d; chroma the same, or 16/d for 4:2:0 at 1/2 .. 1/8
+        # IDCT sizes (log2): luma 8/d; chroma the same, or 16/d for 4:2:0 at 1/2 .. 1/8.
+        # Registered (``scale`` is set at the file's first byte, the rest at its SOF, long
+        # before the scan), so the parser's frame registers do not reach into the IDCT.
         c420s = parser.three & parser.h2 & parser.v2 & (scale != 0)
+        idct_ls = Signal(2, init=3)
+        idct_cs = Signal(2, init=3)
+        m.d.sync += [idct_ls.eq(3 - scale), idct_cs.eq(3 - scale + c420s)]
         out_w = Signal(16)
         out_h = Signal(16)
-        m.d.comb += [ras.scale.eq(scale), idct.ls.eq(3 - scale),
-                     idct.cs.eq(3 - scale + c420s),
+        m.d.comb += [ras.scale.eq(scale), idct.ls.eq(idct_ls), idct.cs.eq(idct_cs),
                      out_w.eq(scaled_size(parser.width, scale)),
                      out_h.eq(scaled_size(parser.height, scale))]
+        # The scan's start (SOS accepted) leaves the parser through a register, ``start``: it
+        # resets the entropy decoder's MCU state and starts the raster stage, from the
+        # parser's segment verdict logic otherwise. (The scan configuration is set with it.)
+        start = Signal()
+        m.d.sync += start.eq(parser.start)
         m.d.comb += [
-            ent.start.eq(parser.start),
+            ent.start.eq(start),
             ent.ns.eq(parser.ns), ent.s_fidx.eq(parser.s_fidx), ent.s_dc.eq(parser.s_dc),
             ent.s_ac.eq(parser.s_ac), ent.tq.eq(parser.tq), ent.ri.eq(parser.ri),
             ent.can_claim.eq(idct.can_claim), idct.claim.eq(ent.claim),
@@ -216,12 +229,21 @@ class JpegDecoder(wiring.Component):
         start_pending = Signal()    # the front end's image reached its scan; raster not free
         last_row = Signal(16)       # the raster's image's last MCU row, while ``ahead``
         front_next = Signal()       # the front end moves on to the next file
+        # ``go`` (the parser moves on to the next file; the entropy decoder and the IDCT are
+        # reset) leaves through a register, ``go_q``: the parser's and the sequencing's state
+        # do not reach the parser's registers or the front end's resets (a synchronous reset
+        # across the die) in one clock. In the clock of ``go_q`` the front end still shows
+        # the last image's results: no verdict is taken from them then.
+        go = Signal()
+        go_q = Signal()
+        m.d.sync += go_q.eq(go)
+        m.d.comb += [parser.go.eq(go_q), front_rst.eq(go_q)]
         # ``failed`` (= final & code != 0) is a register of its own, as it fans out to the
         # parser, the raster and the sequencing.
         failed = Signal()
         with m.If(front_next):
             m.d.sync += [final.eq(0), code.eq(0), failed.eq(0)]
-        with m.Elif(~final):
+        with m.Elif(~final & ~go_q):
             with m.If(parser.res_valid & ~parser.started):
                 m.d.sync += [final.eq(1), code.eq(parser.res_code),
                              failed.eq(parser.res_code != 0)]
@@ -246,12 +268,14 @@ class JpegDecoder(wiring.Component):
         m.d.comb += ent.row_limit.eq(row_limit)
 
         # Ring offsets: the front end's image starts right after the previous image's rows.
+        # The image's MCU rows and lines per MCU row are registered (from the configuration,
+        # set long before they are used).
         v2e = parser.three & parser.v2
         mcu_rows = Signal(16)
-        m.d.comb += mcu_rows.eq((parser.height + Mux(v2e, 15, 7)) >> Mux(v2e, 4, 3))
+        m.d.sync += mcu_rows.eq((parser.height + Mux(v2e, 15, 7)) >> Mux(v2e, 4, 3))
         luma_lines = Signal(3)      # log2 of the lines one MCU row takes in each ring
         chroma_lines = Signal(3)
-        m.d.comb += [luma_lines.eq(3 - scale + v2e), chroma_lines.eq(3 - scale + c420s)]
+        m.d.sync += [luma_lines.eq(3 - scale + v2e), chroma_lines.eq(3 - scale + c420s)]
         # the IDCT has written the image's last MCU row (the compare registered: a clock late;
         # it is stale only right after a reset or an SOF, while ``final`` is still clear)
         rows_complete = Signal()
@@ -259,12 +283,12 @@ class JpegDecoder(wiring.Component):
         front_complete = final & ~failed & rows_complete
         m.d.comb += front_next.eq(front_complete & ~ahead & parser.at_end)
         with m.If(front_next):
-            m.d.comb += [parser.go.eq(1), front_rst.eq(1)]
+            m.d.comb += go.eq(1)
             m.d.sync += [ahead.eq(1), all_rows.eq(1), last_row.eq(idct.rows_done - 1),
                          woff_y.eq(woff_y + (idct.rows_done << luma_lines)),
                          woff_c.eq(woff_c + (idct.rows_done << chroma_lines))]
 
-        with m.If(parser.start & (ahead | ~back_free)):
+        with m.If(start & (ahead | ~back_free)):
             m.d.sync += start_pending.eq(1)
         m.d.comb += self.status.payload.code.eq(Mux(ahead, 0, code))
         m.d.comb += [self.status.payload.width.eq(ras.out_w),
@@ -274,7 +298,7 @@ class JpegDecoder(wiring.Component):
                 m.d.comb += back_free.eq(1)
                 with m.If(failed & ~ahead):
                     m.next = "DRAIN"
-                with m.Elif(start_pending | (parser.start & ~ahead)):
+                with m.Elif(start_pending | (start & ~ahead)):
                     m.d.comb += ras.start.eq(1)
                     m.d.sync += start_pending.eq(0)
                     m.next = "RUN"
@@ -302,7 +326,8 @@ class JpegDecoder(wiring.Component):
             with m.State("RESTART"):
                 # after an error: everything starts afresh with the next file
                 with m.If(parser.at_end):
-                    m.d.comb += [parser.go.eq(1), front_rst.eq(1), back_rst.eq(1)]
+                    # (the raster's reset is not delayed: ``halt`` drops with ``failed``)
+                    m.d.comb += [go.eq(1), back_rst.eq(1)]
                     m.d.sync += [final.eq(0), code.eq(0), failed.eq(0), all_rows.eq(0),
                                  start_pending.eq(0),
                                  woff_y.eq(0), woff_c.eq(0)]

@@ -26,9 +26,10 @@
      past the code, the 11 bits after the code (the magnitude, MSB first), and the bits left in
      the segment after the code (< 0, < 16, low 4 bits), all registered.
   3. the verdicts that stop the decode (BAD_HUFFMAN, overrun, a run past coefficient 63), the
-     run/EOB/MCU bookkeeping (its compares are registered every clock from the stable state),
-     the next symbol's table, the magnitude's value, and the buffer shifted by the magnitude
-     size (it consumes the symbol whatever the verdict: a stopping verdict ends the scan).
+     run/EOB/MCU bookkeeping (its compares are registered every clock from the stable state;
+     at a block's end the MCU position itself moves in the clock after, ``blk_upd``), the next
+     symbol's table, the magnitude's value, and the buffer shifted by the magnitude size (it
+     consumes the symbol whatever the verdict: a stopping verdict ends the scan).
 
   Two more stages follow each symbol off the loop: stage 2 (the clock after phase 3) computes
   the beat flags from the verdict bits registered at phase 3, the DC prediction and its range
@@ -38,11 +39,13 @@
   symbol never ends a block, so a restart or the scan's end never comes between).
 
   A symbol waits in phase 0 until the buffer holds 27 bits (or the boundary FIFO is full: see
-  ``bits_ok``). A block costs 4 clocks per symbol; a restart interval's end takes 3 clocks
-  more (IEND0, IEND, ALIGN) and the scan's end 2 (SEND0, SEND): IEND/SEND decide on the bits
-  left in the segment, the FIFO state and the bit count registered the clock before.
+  ``bits_ok``), a block's DC symbol also for a coefficient buffer and the line-buffer gate
+  (``gate_ok``, registered: two clocks more at the start of an MCU row). A block costs 4
+  clocks per symbol; a restart interval's end takes 3 clocks more (IEND0, IEND, ALIGN) and the
+  scan's end 2 (SEND0, SEND): IEND/SEND decide on the bits left in the segment, the FIFO state
+  and the bit count registered the clock before.
   The buffer takes one byte per clock except in phases 2 and 3 and ALIGN (so that a refill
-  and a consuming shift are never in series); ``free`` (56 - ``nbits``, a register) places the
+  and a consuming shift are never in series), through a one-byte holding register; ``free`` (56 - ``nbits``, a register) places the
   byte. Two bytes per symbol are more than the symbols consume on average (about 5 bits per
   symbol at quality 95), so the buffer stays near full.
 * MCU order, DC predictors, restart intervals (leftover bits, RSTn sequence) as
@@ -337,9 +340,19 @@ class EntropyDecoder(wiring.Component):
         align_go = Signal()
         align = Signal(3)
         consuming = Signal()
-        m.d.comb += self.bi.ready.eq(~free[-1] & ~consuming)
-        take = self.bi.valid & self.bi.ready
-        grow = take | (self.zfill & ~free[-1] & ~consuming)
+        # The byte from the parser waits a clock in ``ib`` before it goes into the buffer: the
+        # parser's output handshake and the 64-bit placing shift do not fit one clock together
+        # on the ECP5. ``zfill`` bytes only follow once ``ib`` is empty, so the order holds.
+        ib = Signal(8, reset_less=True)
+        ib_v = Signal()
+        take = Signal()
+        m.d.comb += [take.eq(ib_v & ~free[-1] & ~consuming),
+                     self.bi.ready.eq(~ib_v | take)]
+        with m.If(self.bi.valid & self.bi.ready):
+            m.d.sync += [ib.eq(self.bi.payload), ib_v.eq(1)]
+        with m.Elif(take):
+            m.d.sync += ib_v.eq(0)
+        grow = take | (self.zfill & ~ib_v & ~free[-1] & ~consuming)
         with m.If(sym_go):
             m.d.sync += [buf.eq(_shl64(p3_buf, size)), nbits.eq(nbits - p3_nsym),
                          free.eq(free + p3_nsym),
@@ -351,7 +364,7 @@ class EntropyDecoder(wiring.Component):
         with m.Elif(grow):
             m.d.sync += [nbits.eq(nbits + 8), free.eq(free - 8)]
             with m.If(take):
-                m.d.sync += buf.eq(buf | _shl64(self.bi.payload, free[:6]))
+                m.d.sync += buf.eq(buf | _shl64(ib, free[:6]))
 
         # ---- stage 2: DC prediction, coefficient and block beats ------------------------------
         s2_go = Signal()            # phase 3 was in the last clock
@@ -418,7 +431,14 @@ class EntropyDecoder(wiring.Component):
             m.d.sync += err.eq(code)
             m.next = "ERR"
 
-        gate_ok = mcu_y < self.row_limit
+        # The line-buffer gate for a block's DC symbol, registered. ``mcu_y`` changes only
+        # when the block that ends an MCU row updates the MCU position (``blk_upd``, the clock
+        # after its phase 3): the gate is held closed in that clock and the one before, so it
+        # is never stale (a block waits two clocks more at the start of an MCU row).
+        gate_ok = Signal()
+        blk_upd = Signal()
+        row_end = mcu_end & last_col
+        m.d.sync += gate_ok.eq((mcu_y < self.row_limit) & ~(row_end & ((ph == 3) | blk_upd)))
         # IEND/SEND decide on the registered bits left in the segment, boundary FIFO state and
         # bit count of the clock before (their first clock only waits for these to settle)
         left = p1_left
@@ -431,21 +451,29 @@ class EntropyDecoder(wiring.Component):
         tbl_next = Mux(is_dc, ac_tbl, Mux(blk_end, dc_next, tbl))
 
         def block_end():
-            """The block's last symbol: MCU bookkeeping, and the next block's DC follows."""
-            m.d.sync += [is_dc.eq(1), k.eq(0)]
+            """The block's last symbol: the next block's DC follows; the MCU bookkeeping."""
+            m.d.sync += [is_dc.eq(1), k.eq(0), blk_upd.eq(1)]
+            with m.If(mcu_end):
+                with m.If(last_mcu):
+                    m.next = "SEND0"
+                with m.Elif(int_end):
+                    m.next = "IEND0"
+
+        # The MCU position moves a clock after the block's last phase 3 (``blk_upd``), from
+        # the compares registered before it (the state they read has not changed yet), so the
+        # symbol's verdicts do not reach these registers' enables. The next block's DC symbol
+        # reads the position from its phase 1 on and the compares (``ac_tbl``) from its phase
+        # 2 on; its own table was chosen before (``dc_next``).
+        m.d.sync += blk_upd.eq(0)
+        with m.If(blk_upd):
             with m.If(mcu_end):
                 m.d.sync += [bx.eq(0), by.eq(0), j.eq(0)]
                 with m.If(last_col):
                     m.d.sync += [mcu_x.eq(0), mcu_y.eq(mcu_y + 1)]
                 with m.Else():
                     m.d.sync += mcu_x.eq(mcu_x + 1)
-                with m.If(last_mcu):
-                    m.next = "SEND0"
-                with m.Elif(int_end):
-                    m.d.sync += int_cnt.eq(0)
-                    m.next = "IEND0"
-                with m.Else():
-                    m.d.sync += int_cnt.eq(int_cnt + 1)
+                with m.If(~last_mcu):
+                    m.d.sync += int_cnt.eq(Mux(int_end, 0, int_cnt + 1))
             with m.Else():
                 with m.If(last_in_comp):
                     m.d.sync += [bx.eq(0), by.eq(0), j.eq(j + 1)]
@@ -457,8 +485,11 @@ class EntropyDecoder(wiring.Component):
         # a block starts (DC symbol) once a coefficient buffer is claimed in the same clock
         fire = bits_ok & (~is_dc | (self.can_claim & gate_ok))
 
-        m.d.comb += [self.claim.eq(0), pop.eq(0), sym_go.eq(0), align_go.eq(0),
-                     consuming.eq(0)]
+        # The buffer's consuming clocks from registers, not the state decode: ``ph`` is 0
+        # outside SYM, and ``in_align`` is the ALIGN state.
+        in_align = Signal()
+        m.d.comb += [self.claim.eq(0), pop.eq(in_align), sym_go.eq(ph == 3),
+                     align_go.eq(in_align), consuming.eq(ph[1] | in_align)]
         with m.FSM(name="entropy"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -477,12 +508,10 @@ class EntropyDecoder(wiring.Component):
                 with m.Elif(ph == 1):
                     m.d.sync += ph.eq(2)
                 with m.Elif(ph == 2):
-                    m.d.comb += consuming.eq(1)
                     m.d.sync += ph.eq(3)
                 with m.Else():
                     # the buffer consumes the symbol whatever its verdict (a stopping verdict
-                    # ends the scan), so that the verdicts do not gate the buffer
-                    m.d.comb += [consuming.eq(1), sym_go.eq(1)]
+                    # ends the scan), so that the verdicts do not gate the buffer (``sym_go``)
                     m.d.sync += [ph.eq(0), tbl.eq(tbl_next)]
                     with m.If(~p3_ok):
                         fail(S.BAD_HUFFMAN)
@@ -499,9 +528,11 @@ class EntropyDecoder(wiring.Component):
                             m.d.sync += k.eq(p3_knew + 1)
                             with m.If(p3_run_end):
                                 block_end()
-                # stage 2's verdict is on an earlier symbol: it wins
+                # stage 2's verdict is on an earlier symbol: it wins (in any phase: ``ph`` is
+                # 0 outside SYM, as ``consuming``/``sym_go`` read it alone)
                 with m.If(dc_bad):
                     fail(S.BAD_COEFFICIENT)
+                    m.d.sync += ph.eq(0)
             with m.State("IEND0"):
                 m.next = "IEND"
             with m.State("IEND"):
@@ -511,13 +542,12 @@ class EntropyDecoder(wiring.Component):
                 with m.Elif(left >= 8):
                     fail(S.BAD_RESTART)
                 with m.Elif(head.rst & (head.term == int_no)):
-                    m.d.sync += align.eq(left[:3])
+                    m.d.sync += [align.eq(left[:3]), in_align.eq(1)]
                     m.next = "ALIGN"
                 with m.Else():
                     fail(Mux(~head.rst & head.eof, S.TRUNCATED, S.BAD_RESTART))
             with m.State("ALIGN"):          # the bits up to the RSTn marker's byte boundary
-                m.d.comb += [consuming.eq(1), align_go.eq(1), pop.eq(1)]
-                m.d.sync += [int_no.eq(int_no + 1)]
+                m.d.sync += [int_no.eq(int_no + 1), in_align.eq(0)]
                 m.d.sync += [preds[q].eq(0) for q in range(3)]
                 m.next = "SYM"
             with m.State("SEND0"):

@@ -26,30 +26,38 @@ swapped, which the output select undoes).
 
 Pipeline (a clock per register stage; nothing stalls, so each pass is a fixed delay line):
 
-* Input side, 3 stages: [q1] quantizer RAM read at (tq, k), the coefficient and block-end
-  beside it; [q2] the RAM's data registered as it leaves the block RAM, the natural index
-  looked up; [q3] the dequantizing product (one multiplier, operands and product registered),
+* Input side, 4 stages: [q1] quantizer RAM read at (tq, k), the coefficient and block-end
+  beside it; [q2] the RAM's data registered in fabric as it leaves the block RAM, the natural
+  index looked up; [q3]-[q4] the dequantizing product (one multiplier, operands and product
+  registered),
   then written to the coefficient buffer (and mask, block end) -- block ends are delayed as
   much as the coefficients, so a buffer is full only once its coefficients are in.
-* Pass 1, issued one column per clock by the control as before, 7 stages to the workspace:
-  [1] the column's eight coefficients read from the buffer and masked, registered in a copy
+* Pass 1, issued one column per clock by the control as before, 9 stages to the workspace:
+  [0] the column's eight coefficients read from the buffer and masked, registered; [1] those
+  registered again in a copy
   per multiplier, each multiplier's constant selected by its own copy of the size (one shared
   register would drive 20-40 multipliers across the chip); [2] products: the low 17 bits of
   a coefficient times its constant in a multiplier, the top 3 bits by a table lookup; the DC
-  term shifted and the rounding added; [3] each
+  term shifted and the rounding added; [2b] the products registered again in fabric as they
+  leave the DSP rows (the DC term and size delayed alike); [3] each
   product's two halves added, ``tmp0/tmp1``; [4] pairs of products added, ``T0/T1``; [5]
   ``S0..S3`` and ``tmp0/tmp1 +- T``; [6] the eight outputs; [7] descale and select by size ->
   the workspace write of that column.
-* Pass 2 runs on the control's schedule delayed by those 7 clocks (so its reads see every
+* Pass 2 runs on the control's schedule delayed by those 9 clocks (so its reads see every
   write of the block, and the next block's writes come after its last read, as before),
-  8 stages: [1] the row read from the workspace; [2]-[6] as pass 1, all in arithmetic modulo
+  10 stages: [0] the row read from the workspace, registered; [1] the multipliers' operand
+  registers; [2]-[6] as pass 1 (with [2b]), all in arithmetic modulo
   2^30 (only bits up to 10 above the descale matter; the range limit's +512 rides on the
   rounding constant), both halves of each 28-bit input in multipliers (each with its own
   copies of input, size and constant); [7] descale: the 10 bits selected by size; [8] range
   limit -> ``lw_*`` registers. ``rows_done`` counts a block row's last line as it leaves.
-  Latency against the unpipelined version: +2 clocks on the input side, +15 from a row's
-  issue to its ``lw_en``: a block's last row leaves 17 clocks later; the clocks per block are
-  unchanged.
+  Latency against the unpipelined version: +3 clocks on the input side, +19 from a row's
+  issue to its ``lw_en``: a block's last row leaves 21 clocks later; the clocks per block are
+  unchanged. The [0] and [2b] stages exist for the ECP5 layout: a read mux's LUT levels and
+  the route across the die into the DSP rows, or the route out of them and a carry chain, do
+  not fit one 10 ns clock together.
+* Each buffer's IDCT size is registered with its block end (not looked up from the header's
+  ``ls``/``cs`` while the buffer is read).
 """
 from __future__ import annotations
 
@@ -192,17 +200,22 @@ def _pass(m: Module, d_in, valid, sz, sz_early, load, ctr, name: str, exact: boo
             ph = registered_product(m, f"{name}_mh{n}", d_in[k][LO:].as_signed(),
                                     Array(Const(c, signed(17)) for c in consts)[szh],
                                     unsigned(width - LO), a_en=valid | (ctr == n + 32))
-        # [3] the halves added
+        # [2b] both halves registered in fabric as they leave the DSP rows, [3] added: the
+        # route out of a DSP row and a 25-bit carry chain do not fit one clock together
+        pl_b = _reg(m, pl, pl.shape(), f"{name}_plb{n}")
+        ph_b = _reg(m, ph, ph.shape(), f"{name}_phb{n}")
         prods.setdefault((kind, j), []).append(
-            _reg(m, pl + (ph << LO), shape, f"{name}_q{n}"))
-    sz2 = _reg(m, sz, 2, f"{name}_sz2")
+            _reg(m, pl_b + (ph_b << LO), shape, f"{name}_q{n}"))
+    sz2 = _reg(m, _reg(m, sz, 2, f"{name}_sz2a"), 2, f"{name}_sz2")
     d = {k: _reg(m, d_in[k], d_in[k].shape(), f"{name}_d{k}") for k in (0, 4)}
-    dc = Signal(shape, name=f"{name}_dc", reset_less=True)
+    dc_a = Signal(shape, name=f"{name}_dca", reset_less=True)
     with m.Switch(sz):
         for z in range(4):
             with m.Case(z):
-                m.d.sync += dc.eq((d[0] << _DC_SHIFT[z]) + rnd[z])
-    d4 = _reg(m, Mux(sz == 3, d[4] << G.CONST_BITS, 0), shape, f"{name}_d4")
+                m.d.sync += dc_a.eq((d[0] << _DC_SHIFT[z]) + rnd[z])
+    dc = _reg(m, dc_a, shape, f"{name}_dc")
+    d4 = _reg(m, _reg(m, Mux(sz == 3, d[4] << G.CONST_BITS, 0), shape, f"{name}_d4a"), shape,
+              f"{name}_d4")
     # [3]
     sz3 = _reg(m, sz2, 2, f"{name}_sz3")
     tmp0 = _reg(m, dc + d4, shape, f"{name}_tmp0")
@@ -277,7 +290,7 @@ class BlockIdct(wiring.Component):
         qr = qmem.read_port(transparent_for=())
         m.d.comb += [qw.addr.eq(self.q_addr), qw.data.eq(self.q_data), qw.en.eq(self.q_we)]
 
-        # ---- input side: [q1] quantizer read, [q2] its data registered, [q3] product -----
+        # ---- input side: [q1] quantizer read, [q2] its data registered, [q3]-[q4] product
         m.d.comb += qr.addr.eq(Cat(self.cw_k, self.cw_tq))
         s1_cw = _reg(m, self.cw_valid, 1, "s1_cw", ctl=True)
         s1_k = _reg(m, self.cw_k, 6, "s1_k")
@@ -289,20 +302,28 @@ class BlockIdct(wiring.Component):
         s2_be = _reg(m, s1_be, 1, "s2_be", ctl=True)
         s2_meta = _reg(m, s1_meta, len(s1_meta), "s2_meta")
         s2_nat = _reg(m, Array(Const(z, 6) for z in ZIGZAG_LIST)[s1_k], 6, "s2_nat")
-        # [q2] quantizer value and coefficient in a MULT18X18D's operand registers, [q3] the
-        # product in its result register (hdl/rtl/dsp.py)
-        prod = registered_product(m, "dequant_mul", s1_val, qr.data, signed(20))
-        s3_cw = _reg(m, s2_cw, 1, "s3_cw", ctl=True)
+        # [q2] the quantizer value registered as it leaves the block RAM (its clock-to-output
+        # is over half the clock), [q3] it and the coefficient in a MULT18X18D's operand
+        # registers, [q4] the product in its result register (hdl/rtl/dsp.py)
+        prod = registered_product(m, "dequant_mul", _reg(m, s1_val, signed(12), "s2_val"),
+                                  _reg(m, qr.data, 8, "s2_q"), signed(20))
         s3_be = _reg(m, s2_be, 1, "s3_be", ctl=True)
-        s3_meta = _reg(m, s2_meta, len(s2_meta), "s3_meta")
-        nat = _reg(m, s2_nat, 6, "s3_nat")
+        # the coefficient, its natural index and the block end beside the product
+        wr_cw = _reg(m, _reg(m, s2_cw, 1, "s3_cw", ctl=True), 1, "s4_cw", ctl=True)
+        wr_be = _reg(m, s3_be, 1, "s4_be", ctl=True)
+        wr_meta = _reg(m, _reg(m, s2_meta, len(s2_meta), "s3_meta"), len(s2_meta), "s4_meta")
+        nat = _reg(m, _reg(m, s2_nat, 6, "s3_nat"), 6, "s4_nat")
 
         # ---- coefficient buffers -------------------------------------------------------------
         # One RAM per coefficient row (natural order), addressed by (buffer, column): pass 1
         # reads one column of the buffer ``rb`` (all eight rows) per clock.
         mask = [Signal(64, name=f"mask{b}") for b in range(2)]
         full = [Signal(name=f"full{b}") for b in range(2)]
-        meta = [Signal(len(s3_meta), name=f"meta{b}") for b in range(2)]
+        meta = [Signal(len(wr_meta), name=f"meta{b}") for b in range(2)]
+        # each buffer's IDCT size, fixed when its block ends: ``ls``/``cs`` come from the
+        # parser's header registers across the die, and pass 1's column count and the buffer
+        # release depend on the size, so they must not see that route
+        bsz = [Signal(2, name=f"bsz{b}") for b in range(2)]
         wb = Signal()
         rb = Signal()
         claimed = Signal(2)
@@ -317,44 +338,50 @@ class BlockIdct(wiring.Component):
             m.submodules[f"coef{r}"] = mem
             w = mem.write_port()
             m.d.comb += [w.addr.eq(Cat(nat[:3], wb)), w.data.eq(prod),
-                         w.en.eq(s3_cw & (nat[3:] == r))]
+                         w.en.eq(wr_cw & (nat[3:] == r))]
             rp = mem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(Cat(c1, rb))
             coef_rd.append(rp.data)
         for b in range(2):
-            with m.If(s3_cw & (wb == b)):
+            with m.If(wr_cw & (wb == b)):
                 m.d.sync += mask[b].eq(mask[b] | (Const(1, 1) << nat))     # 64 bits wide
-            with m.If(s3_be & (wb == b)):
-                m.d.sync += [full[b].eq(1), meta[b].eq(s3_meta)]
+            with m.If(wr_be & (wb == b)):
+                m.d.sync += [full[b].eq(1), meta[b].eq(wr_meta),
+                             bsz[b].eq(Mux(wr_meta[:2] == 0, self.ls, self.cs))]
             with m.If(free & (rb == b)):
                 m.d.sync += [mask[b].eq(0), full[b].eq(0)]
-        with m.If(s3_be):
+        with m.If(wr_be):
             m.d.sync += wb.eq(~wb)
 
         # ---- pass 1: columns -----------------------------------------------------------------
         p1 = Signal()               # pass 1 issuing columns of buffer rb
         start1 = Signal()           # pass 1 starts on buffer rb next clock
-        rmeta = Signal(len(s3_meta))
+        rmeta = Signal(len(wr_meta))
         m.d.comb += rmeta.eq(Mux(rb, meta[1], meta[0]))
         sz1 = Signal(2)             # log2 IDCT size of the block in buffer rb
-        m.d.comb += sz1.eq(Mux(rmeta[:2] == 0, self.ls, self.cs))
+        m.d.comb += sz1.eq(Mux(rb, bsz[1], bsz[0]))
         rmask = Signal(64)
         m.d.comb += rmask.eq(Mux(rb, mask[1], mask[0]))
-        # [1] the column, masked
+        # [0] the column read and masked, registered: the distributed-RAM read mux and the
+        # mask are 5 LUT levels, and the multipliers fed from here sit in DSP rows across the
+        # die, so the read and the route to the multipliers get a clock each
         d1 = []
         for r in range(8):
-            v = Signal(signed(20), name=f"p1_in{r}")
-            m.d.comb += v.eq(Mux(rmask.bit_select(Cat(c1, Const(r, 3)), 1), coef_rd[r], 0))
-            d1.append(v)
-        p1_sz = _reg(m, sz1, 2, "p1_sz")
+            d1.append(_reg(m, Mux(rmask.bit_select(Cat(c1, Const(r, 3)), 1), coef_rd[r], 0),
+                           signed(20), f"p1_in{r}"))
+        # the pass's control follows the column by the same clock; sz1 is the block's from
+        # start1 to its last column (rb and its size stay put), p1_sz0 one clock later
+        p1_v0 = _reg(m, p1, 1, "p1_v0", ctl=True)
+        p1_load0 = _reg(m, start1, 1, "p1_load0", ctl=True)
+        p1_sz0 = _reg(m, sz1, 2, "p1_sz0")
+        p1_sz = _reg(m, p1_sz0, 2, "p1_sz")
         # free-running: only tells the copies of the size apart (see _pass)
         ctr = Signal(6, reset_less=True)
         m.d.sync += ctr.eq(ctr + 1)
-        # sz1 is the block's from start1 to its last column (rb and its meta stay put)
-        o1, p1_sz6 = _pass(m, d1, p1, p1_sz, sz1, start1, ctr, "p1", exact=True)
+        o1, p1_sz6 = _pass(m, d1, p1_v0, p1_sz, p1_sz0, p1_load0, ctr, "p1", exact=True)
         ws_data = _select(m, o1, p1_sz6, "p1", exact=True)
-        # [7]: the write, 7 clocks after the column was issued
-        P1_LAT = 7
+        # [7]: the write, 9 clocks after the column was issued
+        P1_LAT = 9
         ws_we = _delay(m, p1, P1_LAT, "p1_v", ctl=True)
         ws_col = _delay(m, c1, P1_LAT, "p1_c")
         # workspace (row = pass 1 output, column = coefficient column): registers, written a
@@ -380,7 +407,7 @@ class BlockIdct(wiring.Component):
         # ---- pass 2: rows --------------------------------------------------------------------
         r2 = Signal(3)
         p2 = Signal()
-        meta2 = Signal(len(s3_meta))
+        meta2 = Signal(len(wr_meta))
         sz2 = Signal(2)
         m2_comp, m2_bcol, m2_brow, m2_end = meta2[:2], meta2[2:15], meta2[15:28], meta2[28]
         line = Signal(5)
@@ -396,15 +423,15 @@ class BlockIdct(wiring.Component):
         rd_v = _reg(m, rd_v_e, 1, "p2_rv", ctl=True)
         rd_sz_e = _delay(m, sz2, P1_LAT - 1, "p2_rs")
         rd_sz = _reg(m, rd_sz_e, 2, "p2_rs")
-        rd_sz_d = Signal(2)
-        # [1] the row read
-        d2 = []
-        for c in range(8):
-            v = Signal(signed(WS_BITS), name=f"p2_in{c}")
-            m.d.comb += v.eq(Array(ws[r][c] for r in range(8))[rd_row])
-            d2.append(v)
-        m.d.sync += rd_sz_d.eq(rd_sz)
-        o2, p2_sz6 = _pass(m, d2, rd_v, rd_sz_d, rd_sz_e, rd_v_e, ctr, "p2", exact=False)
+        # [0] the row read, registered: the row select drives 224 read muxes, and the
+        # multipliers fed from here sit in DSP rows across the die; the pass's control
+        # follows one clock later
+        d2 = [_reg(m, Array(ws[r][c] for r in range(8))[rd_row], signed(WS_BITS), f"p2_in{c}")
+              for c in range(8)]
+        rd_v0 = _reg(m, rd_v, 1, "p2_v0", ctl=True)
+        rd_sz0 = _reg(m, rd_sz, 2, "p2_sz0")
+        rd_sz1 = _reg(m, rd_sz0, 2, "p2_sz1")
+        o2, p2_sz6 = _pass(m, d2, rd_v0, rd_sz1, rd_sz, rd_v, ctr, "p2", exact=False)
         t = _select(m, o2, p2_sz6, "p2", exact=False)
         # [8] range limit: clamp(t - 384, 0, 255); t - 384 is t[:8] ^ 0x80 inside the range
         samples = []
@@ -412,7 +439,7 @@ class BlockIdct(wiring.Component):
             px = Signal(8, name=f"px{c}", reset_less=True)
             m.d.sync += px.eq(Mux(t[c] < 384, 0, Mux(t[c] > 639, 255, t[c][:8] ^ 0x80)))
             samples.append(px)
-        P2_LAT = P1_LAT + 8
+        P2_LAT = P1_LAT + 10
         o_en, o_end = _delay(m, Cat(p2, m2_end & r2_last), P2_LAT, "lw_v", ctl=True)
         o_meta = _delay(m, Cat(m2_comp, line, m2_bcol, sz2), P2_LAT, "lw_meta")
         o_comp, o_line, o_col, o_size = o_meta[0:2], o_meta[2:7], o_meta[7:20], o_meta[20:22]
@@ -445,6 +472,6 @@ class BlockIdct(wiring.Component):
             m.d.sync += drain.eq(P2_LAT + 1)
         with m.Elif(drain != 0):
             m.d.sync += drain.eq(drain - 1)
-        m.d.comb += self.busy.eq(p1 | p2 | full[0] | full[1] | s1_be | s2_be | s3_be
+        m.d.comb += self.busy.eq(p1 | p2 | full[0] | full[1] | s1_be | s2_be | s3_be | wr_be
                                  | (drain != 0))
         return m

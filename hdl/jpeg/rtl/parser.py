@@ -14,26 +14,30 @@ One byte per clock, the same state machine as :mod:`hdl.jpeg.markers`:
 * trailer (after the scan .. EOI): checked only; tables are not written.
 
 On an error the parser records the code (``res_code``), drains the input up to ``last`` and
-waits in DONE for ``go`` (the top's next image). ``abort`` makes it drain at once (the entropy
-decoder found an error). Every state leaves on ``last``, so it never waits for bytes that will
-not come.
+waits in DONE for ``go`` (the top's next image). ``abort`` (the entropy decoder found an error)
+sends it to DRAIN (or DONE, when it takes ``last`` in that clock). Every state leaves on
+``last``, so it never waits for bytes that will not come.
 
 Register stages (for 100+ MHz; the scan keeps one byte per clock, headers lose a few clocks
 per segment):
 
 1. input stage: the byte, ``last`` and the byte's decoded classes (FF/00/RSTn, the marker's
-   action in the header and in the trailer, small length values) are registered; the state
-   machine works on these. Full rate (it refills in the clock its byte is taken); after a
-   ``last`` it takes nothing until ``go``.
-2. state machine: one payload byte per clock. The payload length and the bytes left are
-   counters, not ``off`` compares.
-3. behind it, a clock later: the table write ports (``q_*``, ``s_*``, ``l_*``, registered);
-   the DHT count checks (code space, symbol total against the remaining length, from
-   registered operands, ``d_*``); the tables' "defined" bits (``q_def``/``h_def``, once
-   ``perr`` holds those checks).
+   kind and code in the header and in the trailer, small length values, the payload checks'
+   byte compares) are registered; the state machine works on these. Full rate, with a second
+   entry so that ``i.ready`` is a register; after a ``last`` it takes nothing until ``go``.
+2. state machine: one payload byte per clock. The state is also kept as registered flags
+   (``st_*``), which the byte handshake and the payload's actions decode. The payload length
+   and the bytes left are counters, the offset is flags (one-hot up to 11), the segment kind
+   one-hot: no wide compares in front of a byte's actions.
+3. behind it: the table write ports (``q_*``, ``s_*`` a clock later, ``l_*`` two); a byte's
+   own content error (``e_code``, a clock later); the DHT count checks (code space, symbol
+   total against the remaining length, two clocks later from registered operands, ``d_*``);
+   the SOF component id duplicate check (two clocks later); the tables' "defined" bits
+   (``q_def``/``h_def``, once every earlier error is in).
 4. segment verdict, three clocks after the last payload byte: SEGEND registers the kind's
-   checks (length/dimension compares), SEGCHK the first failing check's code, SEGACT acts
-   (next state, ``res_code``, frame/scan registers, ``start``).
+   checks (length/dimension compares), SEGCHK the first failing check's code (DQT/DHT: the
+   first content error, ``perr_now``), SEGACT acts (next state, ``res_code``, frame/scan
+   registers, ``start``).
 """
 from __future__ import annotations
 
@@ -100,80 +104,154 @@ class MarkerParser(wiring.Component):
         m = Module()
         # ---- input stage ----------------------------------------------------------------------
         # The state machine works on a registered copy of the input byte together with its
-        # decoded classes (marker kinds, FF/00/RSTn, length field values), so no byte compare
-        # sits in front of its next-state logic. Full rate: the stage takes a byte whenever
-        # it is empty or its byte is taken (``take``). After a byte with ``last`` it takes
-        # nothing until ``go``, as the parser takes no byte of the next file before then.
+        # decoded classes (marker kinds, FF/00/RSTn, length field values, the payload checks'
+        # byte compares), so no byte compare sits in front of its next-state logic. A second
+        # entry (``sp_*``, the byte only) makes ``i.ready`` a register (no path from the state
+        # machine back to the top's input buffer): full rate, the byte goes straight to the
+        # first entry when it is free or taken in that clock, and is decoded on its way there.
+        # After a byte with ``last`` it takes nothing until ``go``, as the parser takes no byte
+        # of the next file before then.
         byte = Signal(8)
         last = Signal()
         valid = Signal()
         take = Signal()             # the state machine takes the staged byte
         eof_in = Signal()
-        ib = self.i.payload.byte
+        sp_byte = Signal(8)
+        sp_last = Signal()
+        sp_valid = Signal()
+        ib = Signal(8)              # the byte the first entry loads (and decodes)
+        m.d.comb += ib.eq(Mux(sp_valid, sp_byte, self.i.payload.byte))
         # Marker classes for ``dispatch`` (``h_beg``/``t_beg``: the marker begins a segment in
         # the header / the trailer; the same set of markers, of different kinds there).
         dqt, dht, dri = ib == 0xDB, ib == 0xC4, ib == 0xDD
         app0, app14, eoi = ib == 0xE0, ib == 0xEE, ib == 0xD9
         skip = ((ib >= 0xE0) & (ib <= 0xEF)) | (ib == 0xFE) | (ib == 0xDC)
         sof_t = (ib >= 0xC0) & (ib <= 0xCF) & (ib != 0xC4) & (ib != 0xCC) & (ib != 0xC8)
+        sof01 = (ib == 0xC0) | (ib == 0xC1)
+        sos = ib == 0xDA
+        h_beg = dqt | dht | dri | skip
+        lossless = _in(ib, _SOF_LOSSLESS)
+        prog = _in(ib, _SOF_PROGRESSIVE + (0xDE, 0xDF))
+        arith = _in(ib, _SOF_ARITHMETIC + (0xCC,))
+        hi, lo = ib[4:], ib[:4]
         dec = {
             "ff": ib == 0xFF, "00": ib == 0x00, "d8": ib == 0xD8, "rst": ib[3:] == 0xD0 >> 3,
             "lt2": ib < 2, "eq2": ib == 2, "eq3": ib == 3,
-            "tem": ib == 0x01, "sof01": (ib == 0xC0) | (ib == 0xC1), "sos": ib == 0xDA,
-            "h_beg": dqt | dht | dri | skip,
-            "dqt": dqt, "dht": dht, "dri": dri, "app0": app0, "app14": app14,
-            "lossless": _in(ib, _SOF_LOSSLESS),
-            "prog": _in(ib, _SOF_PROGRESSIVE + (0xDE, 0xDF)),
-            "arith": _in(ib, _SOF_ARITHMETIC + (0xCC,)), "eoi": eoi, "sof_t": sof_t,
-            "t_beg": dqt | dht | dri | skip,
+            "tem": ib == 0x01, "sof01": sof01, "sos": sos,
+            # dispatch: the marker begins a header segment (SOF0/1, SOS included: header_valid
+            # decides), its kind there and in the trailer, and the code of an ending marker
+            "h_any": h_beg | sof01 | sos, "t_beg": h_beg,
+            # lengths below 67 / 19: the payload bytes after the first are < 64 / < 16
+            "lt67": ib < 67, "lt19": ib < 19,
+            # payload checks: SOF components, DQT / DHT headers, symbols, SOS selectors
+            "gt3": ib > 3, "gt15": ib > 15,
+            "hv_bad": (hi < 1) | (hi > 4) | (lo < 1) | (lo > 4),
+            "pq1": hi == 1, "dqt_bad": (hi != 1) & ((hi != 0) | (lo > 3)),
+            "pq0_ok": (hi == 0) & (lo <= 3),
+            "dht_bad": (hi > 1) | (lo > 3), "sel_bad": (hi > 3) | (lo > 3),
         }
+        # SOS component selectors against the SOF's component ids (set long before)
+        cid = Array(Signal(8, name=f"cid{k}") for k in range(3))
+        for k in range(3):
+            dec[f"cid{k}"] = ib == cid[k]
+        for n, tag in (("jfif", b"JFIF\0"), ("adobe", b"Adobe")):
+            for k, c in enumerate(tag):
+                dec[f"{n}{k}"] = ib == c
+        kinds = {       # (h_kind, t_kind, h_code, t_code): 3-bit kinds, 8-bit codes
+            "h_kind": Mux(sof01, K_SOF, Mux(sos, K_SOS, Mux(dqt, K_DQT, Mux(dht, K_DHT, Mux(
+                dri, K_DRI, Mux(app0, K_APP0, Mux(app14, K_APP14, K_SKIP))))))),
+            "t_kind": Mux(dqt, K_DQT, Mux(dht, K_DHT, K_SKIP)),
+            "h_code": Mux(lossless, S.UNSUPPORTED_LOSSLESS, Mux(
+                prog, S.UNSUPPORTED_PROGRESSIVE, Mux(
+                    arith, S.UNSUPPORTED_ARITHMETIC, Mux(eoi, S.BAD_HEADER, S.BAD_MARKER)))),
+            "t_code": Mux(eoi, S.OK, Mux(sos, S.MULTI_SCAN, Mux(
+                sof_t, S.BAD_HEADER, S.BAD_MARKER))),
+        }
+        kw = {"h_kind": 3, "t_kind": 3, "h_code": 8, "t_code": 8}
         fl = {k: Signal(name=f"in_{k}") for k in dec}
-        m.d.comb += self.i.ready.eq(~eof_in & (~valid | take))
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [byte.eq(ib), last.eq(self.i.payload.last), valid.eq(1),
-                         *[fl[k].eq(v) for k, v in dec.items()]]
-            with m.If(self.i.payload.last):
-                m.d.sync += eof_in.eq(1)
-        with m.Elif(take):
-            m.d.sync += valid.eq(0)
+        fk = {k: Signal(kw[k], name=f"in_{k}") for k in kinds}
+        acc = Signal()
+        m.d.comb += [self.i.ready.eq(~eof_in & ~sp_valid), acc.eq(self.i.valid & self.i.ready)]
+        with m.If(take | ~valid):
+            with m.If(sp_valid | acc):
+                m.d.sync += [byte.eq(ib), last.eq(Mux(sp_valid, sp_last, self.i.payload.last)),
+                             valid.eq(1), sp_valid.eq(0),
+                             *[fl[k].eq(v) for k, v in dec.items()],
+                             *[fk[k].eq(v) for k, v in kinds.items()]]
+            with m.Else():
+                m.d.sync += valid.eq(0)
+        with m.Elif(acc):
+            m.d.sync += [sp_byte.eq(self.i.payload.byte), sp_last.eq(self.i.payload.last),
+                         sp_valid.eq(1)]
+        with m.If(acc & self.i.payload.last):
+            m.d.sync += eof_in.eq(1)
 
         trailer = Signal()          # after the scan
         eof_seen = Signal()
         kind = Signal(3)
+        kone = Signal(8)            # ``kind`` one-hot, for the payload byte's decode
         len_hi = Signal(8)
         len_hi0 = Signal()          # len_hi == 0
-        off = Signal(16)            # payload offset of the current byte
+        # The payload offset of the current byte as flags, not a counter to compare: ``o1h``
+        # one-hot for offsets 0..11, ``off_lt5``/``off_ge6``, ``odd`` (offset bit 0).
+        o1h = Signal(12)
+        off_lt5 = Signal()
+        off_ge6 = Signal()
+        odd = Signal()
         perr = Signal(8)            # first content error of the segment (0 = none)
         # The segment's payload length and the bytes left after the current one are kept in
         # registers (set from the length field, then counted down) rather than derived from
-        # ``off`` per byte: no subtract/compare chain in front of the byte's next state.
+        # the offset per byte: no subtract/compare chain in front of the byte's next state.
         plen = Signal(16)
         rem_after = Signal(16)      # payload bytes after the current one
         pay_last = Signal()         # the current payload byte is the segment's last
+        rem_lt64 = Signal()         # rem_after < 64 (set with it)
+        rem_lt16 = Signal()         # rem_after < 16
 
-        # A DHT code count's checks (code space overflow, symbol total against the segment's
-        # remaining length) need an add and a compare after the byte; they are made one clock
-        # later from registered copies (``d_*``), and their error counts as the segment's
-        # first (``dly_err``) ahead of any error of the byte after. DHT errors are all
-        # BAD_TABLE, which SEGEND reads through ``perr_now``.
+        # Payload checks leave through registers, in byte order: a byte's own first error is
+        # registered with it (``e_code``, from the input stage's byte classes); a DHT code
+        # count's checks (code space overflow, symbol total against the segment's remaining
+        # length: an add and compares) are made from registered copies (``d_*``) into
+        # ``d_err`` a clock after that; ``perr`` takes the first of them. All DHT errors are
+        # BAD_TABLE; SEGCHK reads the segment's through ``perr_now``, when every byte's is in.
+        e_code = Signal(8)
+        e_any = Signal()
+        m.d.sync += [e_code.eq(0), e_any.eq(0)]
         d_chk = Signal()
         d_last = Signal()
         d_hpos = Signal(5)
         d_newcode = Signal(18)
         d_tot = Signal(12)
         d_rem = Signal(16)
-        dly_err = Signal()
-        m.d.comb += dly_err.eq(d_chk & ((d_newcode > (Const(1, 18) << d_hpos)) |
-                                        (d_last & ((d_tot > 256) | (d_rem < d_tot)))))
-        m.d.sync += d_chk.eq(0)
-        perr_ok = (perr == 0) & ~dly_err
-        perr_now = Mux(perr != 0, perr, Mux(dly_err, S.BAD_TABLE, 0))
-        with m.If(dly_err & (perr == 0)):
-            m.d.sync += perr.eq(S.BAD_TABLE)
+        d_err = Signal()
+        m.d.sync += [d_chk.eq(0),
+                     d_err.eq(d_chk & ((d_newcode > (Const(1, 18) << d_hpos)) |
+                                       (d_last & ((d_tot > 256) | (d_rem < d_tot)))))]
+        # (``d_err`` is of an earlier byte than ``e_code`` when both are set)
+        with m.If(perr == 0):
+            m.d.sync += perr.eq(Mux(d_err, S.BAD_TABLE, e_code))
+        perr_now = Mux(perr != 0, perr, Mux(d_err, S.BAD_TABLE, e_code))
+        # The table writes' gate: no error before the byte, but for the code space check of
+        # the byte just before (still in ``d_*``). A write past an error is of no consequence:
+        # the error ends the image, and an image reads only tables it defined itself.
+        perr_ok = (perr == 0) & ~e_any & ~d_err
 
-        def set_perr(cond, code):
-            with m.If(cond & perr_ok):
-                m.d.sync += perr.eq(code)
+        def set_err(cond, code):
+            with m.If(cond):
+                m.d.sync += [e_code.eq(code), e_any.eq(1)]
+
+        # The state machine's state, also as registered flags (``st``: a state, ``st_free``:
+        # a state that takes every byte), set wherever the next state is: the byte handshake,
+        # the payload bytes' actions and the end of a file decode these, not the state.
+        FREE = ("SOI0", "SOI1", "MARK0", "MARKF", "LEN0", "LEN1", "PAY", "DRAIN")
+        st = {n: Signal(name=f"st_{n.lower()}") for n in
+              ("LEN1", "PAY", "SCAN", "SCANFF", "PUSH_EOF", "DONE")}
+        st_free = Signal(init=1)    # SOI0 first
+
+        def nxt(state):
+            m.next = state
+            m.d.sync += [f.eq(n == state) for n, f in st.items()]
+            m.d.sync += st_free.eq(state in FREE)
 
         res_code, res_valid = self.res_code, self.res_valid
         mark_eof = Mux(trailer, S.MISSING_EOI, S.TRUNCATED)
@@ -181,26 +259,27 @@ class MarkerParser(wiring.Component):
         def finish(code, eof):
             m.d.sync += [res_code.eq(code), res_valid.eq(1)]
             with m.If(eof):
-                m.next = "DONE"
+                nxt("DONE")
             with m.Else():
-                m.next = "DRAIN"
+                nxt("DRAIN")
 
         def goto(state, eof, eof_code):
             with m.If(eof):
                 finish(eof_code, 1)
             with m.Else():
-                m.next = state
+                nxt(state)
 
         # ---- frame / scan / table state -----------------------------------------------------
         q_def = Signal(4)
         h_def = Signal(8)           # bit tc*4 + th
-        # A table's "defined" bit is set the clock after its last byte, once ``perr`` holds
-        # every error up to that byte (the delayed DHT checks included); the last byte's own
-        # errors are excluded where the request is made, as they would have been.
+        # A table's "defined" bit is set the clock after its last byte, once every error up
+        # to that byte is in (``perr``, ``e_any``; the code space checks up to the byte before
+        # it, ``d_err``); the last byte's own errors are excluded where the request is made,
+        # as they would have been.
         q_req = Signal(4)
         h_req = Signal(8)
         m.d.sync += [q_req.eq(0), h_req.eq(0)]
-        with m.If(perr == 0):
+        with m.If((perr == 0) & ~e_any & ~d_err):
             m.d.sync += [q_def.eq(q_def | q_req), h_def.eq(h_def | h_req)]
         jfif = Signal()
         adobe_valid = Signal()
@@ -212,28 +291,38 @@ class MarkerParser(wiring.Component):
         nf = Signal(8)
         comp_err = Signal()
         seen = [Signal(32, name=f"seen{w}") for w in range(8)]   # component ids seen (SOF)
-        cid = Array(Signal(8, name=f"cid{k}") for k in range(3))
         c_h = Array(Signal(4, name=f"ch{k}") for k in range(3))
         c_v = Array(Signal(4, name=f"cv{k}") for k in range(3))
         c_tq = Array(Signal(2, name=f"ctq{k}") for k in range(3))
         ci = Signal(8)              # component index within SOF / SOS
+        ci_lt3 = Signal()           # ci < 3
         cf = Signal(2)              # field within the component
         # DQT / DHT
         tpos = Signal(7)
+        t_hdr = Signal()            # tpos == 0
+        t_end = Signal()            # tpos == 64
         cur_tq = Signal(2)
         hpos = Signal(5)
+        h_hdr = Signal()            # hpos == 0
+        h16 = Signal()              # hpos == 16
         tc = Signal(1)
         th = Signal(2)
         code = Signal(18)
         idx = Signal(12)
         total = Signal(12)
+        tot0 = Signal()             # total == 0
+        tot1 = Signal()             # total == 1
         sym_i = Signal(9)
-        sym_last = Signal()         # the next symbol byte is the table's last (sym_i + 1 == total)
+        sym_left = Signal(12)       # the table's symbol bytes not taken yet
+        sym_last = Signal()         # the next symbol byte is the table's last
         in_syms = Signal()
         # DRI
         ri_tmp = Signal(16)
         # SOS
         ns = Signal(8)
+        ns_m1 = Signal(8)           # ns - 1
+        ci_lt_ns = Signal()         # ci < ns
+        tail = Signal(2)            # the bytes after the components: Ss, Se, Ah/Al
         used = Signal(3)
         sos_bad = Signal()
         s_td = Array(Signal(4, name=f"std{k}") for k in range(3))
@@ -246,15 +335,40 @@ class MarkerParser(wiring.Component):
         cnt = Signal(32)
         same_cnt = Signal(2)
 
+        # SOF component ids: the duplicate check (a set of 256 bits) is made off the byte's
+        # clock, in two register stages: ``sc_*`` holds the id, ``sh_*`` the id's bit in each
+        # of the eight 32-bit words (the set takes the id there), then ``comp_err``. Where
+        # ``comp_err`` decides the verdict (the length is that of ``nf`` components) the last
+        # id is two bytes before the segment's last, so SEGEND sees it; otherwise the length
+        # check, of the same code (BAD_HEADER) or ahead of it, fails anyway.
+        sc_chk = Signal()
+        sc_id = Signal(8)
+        sh_chk = Signal()
+        sh_w = Signal(3)
+        sh_hit = Signal(8)
+        m.d.sync += [sc_chk.eq(0), sh_chk.eq(sc_chk), sh_w.eq(sc_id[5:])]
+        for w in range(8):
+            m.d.sync += sh_hit[w].eq(seen[w].bit_select(sc_id[:5], 1))
+            with m.If(sc_chk & (sc_id[5:] == w)):
+                m.d.sync += seen[w].eq(seen[w] | (Const(1, 32) << sc_id[:5]))
+        with m.If(sh_chk & sh_hit.bit_select(sh_w, 1)):
+            m.d.sync += comp_err.eq(1)
+
         # Table writes leave through a register: the RAMs and lim/base registers they feed
-        # are read only after the SOS, long after the DQT/DHT that writes them.
+        # are read only after the SOS, long after the DQT/DHT that writes them. The lim/base
+        # writes through two: ``lim`` is the code (an add on the byte) shifted, made from the
+        # registered code ``d_newcode`` in the second.
         tw = {n: Signal.like(getattr(self, n), name=f"tw_{n}") for n in
               ("q_we", "q_addr", "q_data", "s_we", "s_addr", "s_data",
-               "l_we", "l_tbl", "l_len", "l_lim", "l_base")}
+               "l_we", "l_tbl", "l_len", "l_base")}
         for n, sig in tw.items():
-            m.d.sync += getattr(self, n).eq(sig)
+            if n.startswith("l_"):
+                q = Signal.like(sig, name=f"tq_{n}")
+                m.d.sync += [q.eq(sig), getattr(self, n).eq(q)]
+            else:
+                m.d.sync += getattr(self, n).eq(sig)
         (tw_q_we, tw_q_addr, tw_q_data, tw_s_we, tw_s_addr, tw_s_data,
-         tw_l_we, tw_l_tbl, tw_l_len, tw_l_lim, tw_l_base) = tw.values()
+         tw_l_we, tw_l_tbl, tw_l_len, tw_l_base) = tw.values()
 
         # The write data and the delayed checks' operands do not wait for the state decode;
         # only the write enables and ``d_chk`` do.
@@ -264,11 +378,11 @@ class MarkerParser(wiring.Component):
             tw_q_addr.eq(Cat((tpos - 1)[:6], cur_tq)), tw_q_data.eq(byte),
             tw_s_addr.eq(Cat(sym_i[:8], th, tc)), tw_s_data.eq(byte),
             tw_l_tbl.eq(Cat(th, tc)), tw_l_len.eq((hpos - 1)[:4]),
-            tw_l_lim.eq(newcode << (16 - hpos)[:5].as_unsigned()),
             tw_l_base.eq(idx - code),
         ]
-        m.d.sync += [d_last.eq(hpos == 16), d_hpos.eq(hpos), d_newcode.eq(newcode),
-                     d_tot.eq(total + byte), d_rem.eq(rem_after)]
+        m.d.sync += [d_last.eq(h16), d_hpos.eq(hpos), d_newcode.eq(newcode),
+                     d_tot.eq(total + byte), d_rem.eq(rem_after),
+                     self.l_lim.eq(d_newcode << (16 - d_hpos)[:5].as_unsigned())]
 
         # defaults
         m.d.comb += [tw_q_we.eq(0), tw_s_we.eq(0), tw_l_we.eq(0), self.start.eq(0)]
@@ -309,180 +423,160 @@ class MarkerParser(wiring.Component):
             m.d.sync += [cnt.eq(cnt + 1), at_bpos.eq(0)]
 
         # ---- marker dispatch ----------------------------------------------------------------
+        # (the marker's kind and ending code come decoded from the input stage)
         def begin_segment(k):
-            m.d.sync += kind.eq(k)
+            m.d.sync += [kind.eq(k), kone.eq(Const(1, 8) << k)]
             goto("LEN0", last, S.TRUNCATED)
 
         def dispatch():
             with m.If(trailer):
                 with m.If(fl["t_beg"]):
-                    begin_segment(Mux(fl["dqt"], K_DQT, Mux(fl["dht"], K_DHT, K_SKIP)))
+                    begin_segment(fk["t_kind"])
                 with m.Elif(fl["tem"]):
                     goto("MARK0", last, mark_eof)
                 with m.Else():
-                    finish(Mux(fl["eoi"], S.OK, Mux(fl["sos"], S.MULTI_SCAN, Mux(
-                        fl["sof_t"], S.BAD_HEADER, S.BAD_MARKER))), last)
-            with m.Elif(fl["sof01"]):
-                with m.If(self.header_valid):
+                    finish(fk["t_code"], last)
+            with m.Elif(fl["h_any"]):
+                # a second SOF, or an SOS before the SOF
+                with m.If((fl["sof01"] & self.header_valid) | (fl["sos"] & ~self.header_valid)):
                     finish(S.BAD_HEADER, last)
                 with m.Else():
-                    begin_segment(K_SOF)
-            with m.Elif(fl["sos"]):
-                with m.If(self.header_valid):
-                    begin_segment(K_SOS)
-                with m.Else():
-                    finish(S.BAD_HEADER, last)
-            with m.Elif(fl["h_beg"]):
-                begin_segment(Mux(fl["dqt"], K_DQT, Mux(fl["dht"], K_DHT, Mux(
-                    fl["dri"], K_DRI, Mux(fl["app0"], K_APP0, Mux(fl["app14"], K_APP14,
-                                                                  K_SKIP))))))
+                    begin_segment(fk["h_kind"])
             with m.Elif(fl["tem"]):
                 goto("MARK0", last, mark_eof)
             with m.Else():
-                finish(Mux(fl["lossless"], S.UNSUPPORTED_LOSSLESS, Mux(
-                    fl["prog"], S.UNSUPPORTED_PROGRESSIVE, Mux(
-                        fl["arith"], S.UNSUPPORTED_ARITHMETIC, Mux(
-                            fl["eoi"], S.BAD_HEADER, S.BAD_MARKER)))), last)
+                finish(fk["h_code"], last)
 
         # ---- payload bytes ------------------------------------------------------------------
         def payload_byte(b):
-            with m.Switch(kind):
-                with m.Case(K_SOF):
-                    with m.Switch(off):
+            with m.If(kone[K_SOF]):
+                for n, sig in enumerate((prec, f_h[8:], f_h[:8], f_w[8:], f_w[:8])):
+                    with m.If(o1h[n]):
+                        m.d.sync += sig.eq(b)
+                with m.If(o1h[5]):
+                    m.d.sync += [nf.eq(b), ci.eq(0), ci_lt3.eq(1), cf.eq(0)]
+                with m.If(off_ge6):
+                    with m.Switch(cf):
                         with m.Case(0):
-                            m.d.sync += prec.eq(b)
+                            m.d.sync += [sc_chk.eq(1), sc_id.eq(b)]   # the duplicate check
+                            with m.If(ci_lt3):
+                                m.d.sync += cid[ci[:2]].eq(b)
+                            m.d.sync += cf.eq(1)
                         with m.Case(1):
-                            m.d.sync += f_h[8:].eq(b)
-                        with m.Case(2):
-                            m.d.sync += f_h[:8].eq(b)
-                        with m.Case(3):
-                            m.d.sync += f_w[8:].eq(b)
-                        with m.Case(4):
-                            m.d.sync += f_w[:8].eq(b)
-                        with m.Case(5):
-                            m.d.sync += [nf.eq(b), ci.eq(0), cf.eq(0)]
+                            with m.If(fl["hv_bad"]):
+                                m.d.sync += comp_err.eq(1)
+                            with m.If(ci_lt3):
+                                m.d.sync += [c_h[ci[:2]].eq(b[4:]), c_v[ci[:2]].eq(b[:4])]
+                            m.d.sync += cf.eq(2)
                         with m.Default():
-                            with m.Switch(cf):
-                                with m.Case(0):
-                                    with m.If(Array(seen)[b[5:]].bit_select(b[:5], 1)):
-                                        m.d.sync += comp_err.eq(1)
-                                    for w in range(8):
-                                        with m.If(b[5:] == w):
-                                            m.d.sync += seen[w].eq(seen[w] |
-                                                                   (Const(1, 1) << b[:5]))
-                                    with m.If(ci < 3):
-                                        m.d.sync += cid[ci[:2]].eq(b)
-                                    m.d.sync += cf.eq(1)
-                                with m.Case(1):
-                                    hh, vv = b[4:], b[:4]
-                                    with m.If((hh < 1) | (hh > 4) | (vv < 1) | (vv > 4)):
-                                        m.d.sync += comp_err.eq(1)
-                                    with m.If(ci < 3):
-                                        m.d.sync += [c_h[ci[:2]].eq(hh), c_v[ci[:2]].eq(vv)]
-                                    m.d.sync += cf.eq(2)
-                                with m.Default():
-                                    with m.If(b > 3):
-                                        m.d.sync += comp_err.eq(1)
-                                    with m.If(ci < 3):
-                                        m.d.sync += c_tq[ci[:2]].eq(b[:2])
-                                    m.d.sync += [cf.eq(0), ci.eq(ci + 1)]
-                with m.Case(K_DQT):
-                    with m.If(tpos == 0):
-                        pq, tq = b[4:], b[:4]
-                        set_perr(pq == 1, S.UNSUPPORTED_PRECISION)
-                        set_perr((pq != 1) & ((pq != 0) | (tq > 3)), S.BAD_TABLE)
-                        set_perr((pq == 0) & (tq <= 3) & (rem_after < 64), S.BAD_TABLE)
-                        m.d.sync += [cur_tq.eq(tq[:2]), tpos.eq(1)]
+                            with m.If(fl["gt3"]):
+                                m.d.sync += comp_err.eq(1)
+                            with m.If(ci_lt3):
+                                m.d.sync += c_tq[ci[:2]].eq(b[:2])
+                            m.d.sync += [cf.eq(0), ci.eq(ci + 1),
+                                         ci_lt3.eq(ci_lt3 & (ci[:2] != 2))]
+            with m.If(kone[K_DQT]):
+                with m.If(t_hdr):
+                    set_err(fl["pq1"], S.UNSUPPORTED_PRECISION)
+                    set_err(fl["dqt_bad"], S.BAD_TABLE)
+                    set_err(fl["pq0_ok"] & rem_lt64, S.BAD_TABLE)
+                    m.d.sync += [cur_tq.eq(b[:2]), tpos.eq(1), t_hdr.eq(0), t_end.eq(0)]
+                with m.Else():
+                    set_err(fl["00"], S.BAD_TABLE)
+                    m.d.comb += tw_q_we.eq(~trailer & perr_ok)
+                    with m.If(t_end):
+                        m.d.sync += [tpos.eq(0), t_hdr.eq(1), t_end.eq(0)]
+                        with m.If(~trailer & ~fl["00"]):
+                            m.d.sync += q_req.eq(1 << cur_tq)
                     with m.Else():
-                        set_perr(b == 0, S.BAD_TABLE)
-                        m.d.comb += tw_q_we.eq(~trailer & perr_ok)
-                        with m.If(tpos == 64):
-                            m.d.sync += tpos.eq(0)
-                            with m.If(~trailer & (b != 0)):
-                                m.d.sync += q_req.eq(1 << cur_tq)
-                        with m.Else():
-                            m.d.sync += tpos.eq(tpos + 1)
-                with m.Case(K_DHT):
-                    tbl = Cat(th, tc)
-                    with m.If(in_syms):
-                        set_perr((tc == 0) & (b > 15), S.BAD_TABLE)
-                        m.d.comb += tw_s_we.eq(~trailer & perr_ok)
-                        m.d.sync += [sym_i.eq(sym_i + 1),
-                                     sym_last.eq((sym_i + 1)[:9] + 1 == total)]
-                        with m.If(sym_last):
-                            m.d.sync += [in_syms.eq(0), hpos.eq(0)]
-                            with m.If(~trailer & ~((tc == 0) & (b > 15))):
+                        m.d.sync += [tpos.eq(tpos + 1), t_end.eq(tpos == 63)]
+            with m.If(kone[K_DHT]):
+                tbl = Cat(th, tc)
+                with m.If(in_syms):
+                    sym_bad = ~tc & fl["gt15"]
+                    set_err(sym_bad, S.BAD_TABLE)
+                    m.d.comb += tw_s_we.eq(~trailer & perr_ok)
+                    m.d.sync += [sym_i.eq(sym_i + 1), sym_left.eq(sym_left - 1),
+                                 sym_last.eq(sym_left == 2)]
+                    with m.If(sym_last):
+                        m.d.sync += [in_syms.eq(0), hpos.eq(0), h_hdr.eq(1), h16.eq(0)]
+                        with m.If(~trailer & ~sym_bad):
+                            m.d.sync += h_req.eq(1 << tbl)
+                with m.Elif(h_hdr):
+                    set_err(fl["dht_bad"] | rem_lt16, S.BAD_TABLE)
+                    m.d.sync += [tc.eq(b[4]), th.eq(b[:2]), hpos.eq(1), h_hdr.eq(0), h16.eq(0),
+                                 code.eq(0), idx.eq(0), total.eq(0), tot0.eq(1), tot1.eq(0)]
+                with m.Else():
+                    m.d.sync += d_chk.eq(1)
+                    m.d.comb += tw_l_we.eq(~trailer & perr_ok)
+                    # total + b: 0 and 1 from the flags (the byte is 0 / 1)
+                    t0_next = tot0 & fl["00"]
+                    t1_next = (tot0 & fl["tem"]) | (tot1 & fl["00"])
+                    m.d.sync += [idx.eq(idx + b), code.eq(newcode << 1), total.eq(total + b),
+                                 tot0.eq(t0_next), tot1.eq(t1_next)]
+                    with m.If(h16):
+                        m.d.sync += [sym_i.eq(0), sym_left.eq(total + b), sym_last.eq(t1_next)]
+                        # total + b cannot wrap (16 counts of at most 255 fit 12 bits)
+                        with m.If(t0_next):
+                            # no symbols: every count was 0, so the code space is fine
+                            m.d.sync += [hpos.eq(0), h_hdr.eq(1), h16.eq(0)]
+                            with m.If(~trailer):
                                 m.d.sync += h_req.eq(1 << tbl)
-                    with m.Elif(hpos == 0):
-                        t_c, t_h = b[4:], b[:4]
-                        set_perr((t_c > 1) | (t_h > 3), S.BAD_TABLE)
-                        set_perr(rem_after < 16, S.BAD_TABLE)
-                        m.d.sync += [tc.eq(t_c[0]), th.eq(t_h[:2]), hpos.eq(1), code.eq(0),
-                                     idx.eq(0), total.eq(0)]
-                    with m.Else():
-                        m.d.sync += d_chk.eq(1)
-                        m.d.comb += tw_l_we.eq(~trailer & perr_ok)
-                        m.d.sync += [idx.eq(idx + b), code.eq(newcode << 1),
-                                     total.eq(total + b)]
-                        with m.If(hpos == 16):
-                            m.d.sync += [sym_i.eq(0),
-                                         sym_last.eq(((total == 0) & (b == 1)) |
-                                                     ((total == 1) & (b == 0)))]
-                            # total + b cannot wrap (16 counts of at most 255 fit 12 bits)
-                            with m.If((total == 0) & (b == 0)):
-                                # no symbols: every count was 0, so the code space is fine
-                                m.d.sync += hpos.eq(0)
-                                with m.If(~trailer):
-                                    m.d.sync += h_req.eq(1 << tbl)
-                            with m.Else():
-                                m.d.sync += in_syms.eq(1)
                         with m.Else():
-                            m.d.sync += hpos.eq(hpos + 1)
-                with m.Case(K_DRI):
-                    with m.If(off == 0):
-                        m.d.sync += ri_tmp[8:].eq(b)
-                    with m.If(off == 1):
-                        m.d.sync += ri_tmp[:8].eq(b)
-                with m.Case(K_SOS):
-                    with m.If(off == 0):
-                        m.d.sync += [ns.eq(b), ci.eq(0), used.eq(0)]
-                    with m.Elif((off[0] == 1) & (ci < ns)):       # component selector
-                        hit = [(cid[k] == b) & ((k == 0) | self.three) for k in range(3)]
-                        fi = Mux(hit[0], 0, Mux(hit[1], 1, 2))
-                        any_hit = hit[0] | hit[1] | hit[2]
-                        with m.If(~any_hit | (used >> fi)[0] | (ci >= 3)):
-                            m.d.sync += sos_bad.eq(1)
-                        m.d.sync += used.eq(used | (1 << fi))
-                        with m.If(ci < 3):
-                            m.d.sync += s_fidx[ci[:2]].eq(fi)
-                    with m.Elif((off[0] == 0) & (ci < ns)):       # table selectors
-                        with m.If((b[4:] > 3) | (b[:4] > 3)):
-                            m.d.sync += sos_bad.eq(1)
-                        with m.If(ci < 3):
-                            m.d.sync += [s_td[ci[:2]].eq(b[4:]), s_ta[ci[:2]].eq(b[:4])]
-                        m.d.sync += ci.eq(ci + 1)
-                    with m.Elif(off == 1 + 2 * ns):
-                        m.d.sync += ss.eq(b)
-                    with m.Elif(off == 2 + 2 * ns):
-                        m.d.sync += se.eq(b)
-                    with m.Elif(off == 3 + 2 * ns):
-                        m.d.sync += ahal.eq(b)
-                with m.Case(K_APP0, K_APP14):
-                    tag = Mux(kind == K_APP0, Const(int.from_bytes(b"JFIF\0", "little"), 40),
-                              Const(int.from_bytes(b"Adobe", "little"), 40))
-                    with m.If(off < 5):
-                        with m.If(b != (tag >> (off[:3] * 8))[:8]):
-                            m.d.sync += app_match.eq(0)
-                    with m.If(off == 11):
-                        m.d.sync += ri_tmp[:8].eq(b)     # Adobe transform byte (scratch)
+                            m.d.sync += in_syms.eq(1)
+                    with m.Else():
+                        m.d.sync += [hpos.eq(hpos + 1), h16.eq(hpos == 15)]
+            with m.If(kone[K_DRI]):
+                with m.If(o1h[0]):
+                    m.d.sync += ri_tmp[8:].eq(b)
+                with m.If(o1h[1]):
+                    m.d.sync += ri_tmp[:8].eq(b)
+            with m.If(kone[K_SOS]):
+                # offset 0: Ns; then a component selector (odd offsets) and its table selectors
+                # (even) while ci < ns; then Ss, Se, Ah/Al
+                with m.If(o1h[0]):
+                    m.d.sync += [ns.eq(b), ns_m1.eq(b - 1), ci.eq(0), ci_lt3.eq(1),
+                                 ci_lt_ns.eq(~fl["00"]), used.eq(0), tail.eq(0)]
+                with m.Elif(ci_lt_ns & odd):                  # component selector
+                    hit = [fl[f"cid{k}"] & ((k == 0) | self.three) for k in range(3)]
+                    fi = Mux(hit[0], 0, Mux(hit[1], 1, 2))
+                    any_hit = hit[0] | hit[1] | hit[2]
+                    with m.If(~any_hit | (used >> fi)[0] | ~ci_lt3):
+                        m.d.sync += sos_bad.eq(1)
+                    m.d.sync += used.eq(used | (1 << fi))
+                    with m.If(ci_lt3):
+                        m.d.sync += s_fidx[ci[:2]].eq(fi)
+                with m.Elif(ci_lt_ns):                        # table selectors
+                    with m.If(fl["sel_bad"]):
+                        m.d.sync += sos_bad.eq(1)
+                    with m.If(ci_lt3):
+                        m.d.sync += [s_td[ci[:2]].eq(b[4:]), s_ta[ci[:2]].eq(b[:4])]
+                    m.d.sync += [ci.eq(ci + 1), ci_lt3.eq(ci_lt3 & (ci[:2] != 2)),
+                                 ci_lt_ns.eq(ci != ns_m1)]
+                with m.Else():
+                    for n, sig in enumerate((ss, se, ahal)):
+                        with m.If(tail == n):
+                            m.d.sync += sig.eq(b)
+                    with m.If(tail != 3):
+                        m.d.sync += tail.eq(tail + 1)
+            with m.If(kone[K_APP0] | kone[K_APP14]):
+                # the tag's bytes: "JFIF\0" / "Adobe"
+                tag_ok = Const(0, 1)
+                for n in range(5):
+                    tag_ok = tag_ok | (o1h[n] & Mux(kone[K_APP0], fl[f"jfif{n}"],
+                                                    fl[f"adobe{n}"]))
+                with m.If(off_lt5 & ~tag_ok):
+                    m.d.sync += app_match.eq(0)
+                with m.If(o1h[11]):
+                    m.d.sync += ri_tmp[:8].eq(b)     # Adobe transform byte (scratch)
 
         # ---- segment verdicts ---------------------------------------------------------------
         # Decided over three clocks after the segment's last byte: SEGEND registers each check
         # of the segment's kind (``v_flags``; the wide length/dimension compares end there),
         # SEGCHK turns them into the error code in the golden model's priority order
-        # (``v_code``, 0 = none), SEGACT acts on it (next state, frame/scan registers).
+        # (``v_code``, 0 = none; DQT/DHT: ``perr_now``), SEGACT acts on it (next state,
+        # frame/scan registers).
         v_flags = Signal(8)
-        v_perr = Signal(8)
         v_code = Signal(8)
         v_codes = {}                # kind -> the codes of its checks, by priority
 
@@ -506,8 +600,6 @@ class MarkerParser(wiring.Component):
                             ((nf != 1) & (nf != 3), S.UNSUPPORTED_COMPONENTS),
                             (~w_ok, S.BAD_DIMENSIONS),
                             (~samp_ok, S.UNSUPPORTED_SAMPLING))
-                with m.Case(K_DQT, K_DHT):
-                    m.d.sync += v_perr.eq(perr_now)
                 with m.Case(K_DRI):
                     verdict(K_DRI, (~trailer & (plen != 2), S.BAD_HEADER))
                 with m.Case(K_SOS):
@@ -541,7 +633,7 @@ class MarkerParser(wiring.Component):
                         with m.Else():
                             m.d.sync += v_code.eq(0)
                 with m.Case(K_DQT, K_DHT):
-                    m.d.sync += v_code.eq(v_perr)
+                    m.d.sync += v_code.eq(perr_now)
                 with m.Default():
                     m.d.sync += v_code.eq(0)
 
@@ -581,168 +673,163 @@ class MarkerParser(wiring.Component):
                         m.d.comb += self.start.eq(1)
                         m.d.sync += [self.started.eq(1), trailer.eq(1)]
                         with m.If(nxt_eof):
-                            m.next = "PUSH_EOF"
+                            nxt("PUSH_EOF")
                         with m.Else():
-                            m.next = "SCAN"
+                            nxt("SCAN")
                     with m.Default():
                         goto("MARK0", nxt_eof, mark_eof)
 
         # ---- the state machine --------------------------------------------------------------
+        # ``abort`` (the image has failed: the parser is in the scan or the trailer then) only
+        # sends the state machine to DRAIN, or to DONE when the byte it takes in that clock is
+        # the last; it stays off the byte handshake (``take``, ``bo``) and the states' other
+        # actions, which are of no consequence once the image's verdict is made.
+        def drain_on_abort():
+            with m.If(self.abort):
+                with m.If(take & last):
+                    nxt("DONE")
+                with m.Else():
+                    nxt("DRAIN")
+
+        # The byte handshake, the data bytes and the boundaries, from the state flags.
         fsm_ready = Signal()
-        m.d.comb += [self.bo.valid.eq(0), self.bo.payload.eq(byte), fsm_ready.eq(0),
-                     take.eq(valid & fsm_ready)]
+        ff, z00 = fl["ff"], fl["00"]
+        m.d.comb += [
+            fsm_ready.eq(st_free | (st["SCAN"] & (ff | self.bo.ready)) |
+                         (st["SCANFF"] & (ff | (z00 & self.bo.ready) | (~ff & ~z00 & b_done)))),
+            take.eq(valid & fsm_ready),
+            # SCAN: a data byte; SCANFF: FF00 is a data byte FF
+            self.bo.valid.eq(valid & ((st["SCAN"] & ~ff) | (st["SCANFF"] & z00))),
+            self.bo.payload.eq(Mux(st["SCANFF"], 0xFF, byte)),
+            # SCANFF: a marker that ends the restart segment; PUSH_EOF: the end of the file
+            b_try.eq((valid & st["SCANFF"] & ~ff & ~z00) | st["PUSH_EOF"]),
+            b_rst.eq(st["SCANFF"] & fl["rst"]), b_term.eq(Mux(st["SCANFF"], byte[:3], 0)),
+            b_eof.eq(st["PUSH_EOF"]),
+            self.at_end.eq(st["DONE"]),
+        ]
         with m.FSM(name="parser"):
             with m.State("SOI0"):
-                m.d.comb += fsm_ready.eq(1)
                 with m.If(valid):
                     with m.If(~fl["ff"]):
                         finish(S.NOT_JPEG, last)
                     with m.Else():
                         goto("SOI1", last, S.NOT_JPEG)
             with m.State("SOI1"):
-                m.d.comb += fsm_ready.eq(1)
                 with m.If(valid):
                     with m.If(~fl["d8"]):
                         finish(S.NOT_JPEG, last)
                     with m.Else():
                         goto("MARK0", last, S.TRUNCATED)
             with m.State("MARK0"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.comb += fsm_ready.eq(1)
-                    with m.If(valid):
-                        with m.If(~fl["ff"]):
-                            finish(S.BAD_MARKER, last)
-                        with m.Else():
-                            goto("MARKF", last, mark_eof)
+                with m.If(valid):
+                    with m.If(~fl["ff"]):
+                        finish(S.BAD_MARKER, last)
+                    with m.Else():
+                        goto("MARKF", last, mark_eof)
+                drain_on_abort()
             with m.State("MARKF"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.comb += fsm_ready.eq(1)
-                    with m.If(valid):
-                        with m.If(fl["ff"]):
-                            goto("MARKF", last, mark_eof)
-                        with m.Elif(fl["00"]):
-                            finish(S.BAD_MARKER, last)
-                        with m.Else():
-                            dispatch()
+                with m.If(valid):
+                    with m.If(fl["ff"]):
+                        goto("MARKF", last, mark_eof)
+                    with m.Elif(fl["00"]):
+                        finish(S.BAD_MARKER, last)
+                    with m.Else():
+                        dispatch()
+                drain_on_abort()
             with m.State("LEN0"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.comb += fsm_ready.eq(1)
-                    with m.If(valid):
-                        m.d.sync += [len_hi.eq(byte), len_hi0.eq(fl["00"])]
-                        goto("LEN1", last, S.TRUNCATED)
+                with m.If(valid):
+                    m.d.sync += [len_hi.eq(byte), len_hi0.eq(fl["00"])]
+                    goto("LEN1", last, S.TRUNCATED)
+                drain_on_abort()
             with m.State("LEN1"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.comb += fsm_ready.eq(1)
-                    with m.If(valid):
-                        ln = Cat(byte, len_hi)
-                        m.d.sync += [plen.eq(ln - 2), rem_after.eq(ln - 3),
-                                     pay_last.eq(len_hi0 & fl["eq3"]), off.eq(0), perr.eq(0),
-                                     eof_seen.eq(last),
-                                     tpos.eq(0), hpos.eq(0), in_syms.eq(0), comp_err.eq(0),
-                                     *[sw.eq(0) for sw in seen], sos_bad.eq(0), app_match.eq(1),
-                                     prec.eq(0), nf.eq(0), ss.eq(0), se.eq(0), ahal.eq(0),
-                                     ci.eq(0), cf.eq(0)]
-                        with m.If(len_hi0 & fl["lt2"]):
-                            finish(Mux((kind == K_DQT) | (kind == K_DHT), S.BAD_TABLE,
-                                       S.BAD_HEADER), last)
-                        with m.Elif(len_hi0 & fl["eq2"]):
-                            m.next = "SEGEND"
-                        with m.Else():
-                            goto("PAY", last, S.TRUNCATED)
+                with m.If(valid):
+                    with m.If(len_hi0 & fl["lt2"]):
+                        finish(Mux(kone[K_DQT] | kone[K_DHT], S.BAD_TABLE, S.BAD_HEADER), last)
+                    with m.Elif(len_hi0 & fl["eq2"]):
+                        nxt("SEGEND")
+                    with m.Else():
+                        goto("PAY", last, S.TRUNCATED)
+                drain_on_abort()
             with m.State("PAY"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.comb += fsm_ready.eq(1)
-                    with m.If(valid):
-                        payload_byte(byte)
-                        m.d.sync += [off.eq(off + 1), rem_after.eq(rem_after - 1),
-                                     pay_last.eq(rem_after == 1)]
-                        with m.If(pay_last):
-                            m.d.sync += eof_seen.eq(last)
-                            m.next = "SEGEND"
-                        with m.Else():
-                            goto("PAY", last, S.TRUNCATED)
+                with m.If(valid):
+                    with m.If(pay_last):
+                        m.d.sync += eof_seen.eq(last)
+                        nxt("SEGEND")
+                    with m.Else():
+                        goto("PAY", last, S.TRUNCATED)
+                drain_on_abort()
             with m.State("SEGEND"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    segment_check()
-                    m.next = "SEGCHK"
+                segment_check()
+                nxt("SEGCHK")
+                drain_on_abort()
             with m.State("SEGCHK"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    segment_prio()
-                    m.next = "SEGACT"
+                segment_prio()
+                nxt("SEGACT")
+                drain_on_abort()
             with m.State("SEGACT"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    segment_end()
+                segment_end()
+                drain_on_abort()
             # ---- entropy-coded data ----
             with m.State("SCAN"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    with m.If(~fl["ff"]):
-                        m.d.comb += [self.bo.valid.eq(valid), fsm_ready.eq(self.bo.ready)]
-                    with m.Else():
-                        m.d.comb += fsm_ready.eq(1)
-                    with m.If(valid & fsm_ready):
-                        with m.If(last):
-                            m.next = "PUSH_EOF"
-                        with m.Elif(fl["ff"]):
-                            m.next = "SCANFF"
+                with m.If(take):
+                    with m.If(last):
+                        nxt("PUSH_EOF")
+                    with m.Elif(fl["ff"]):
+                        nxt("SCANFF")
+                drain_on_abort()
             with m.State("SCANFF"):
-                with m.If(self.abort):
-                    m.next = "DRAIN"
-                with m.Else():
-                    with m.If(fl["ff"]):
-                        m.d.comb += fsm_ready.eq(1)
-                    with m.Elif(fl["00"]):
-                        m.d.comb += [self.bo.valid.eq(valid), self.bo.payload.eq(0xFF),
-                                     fsm_ready.eq(self.bo.ready)]
+                with m.If(take):
+                    with m.If(fl["ff"] | fl["00"] | fl["rst"]):
+                        with m.If(last):
+                            nxt("PUSH_EOF")
+                        with m.Elif(~fl["ff"]):
+                            nxt("SCAN")
                     with m.Else():
-                        m.d.comb += [b_try.eq(valid), b_rst.eq(fl["rst"]), b_term.eq(byte[:3]),
-                                     b_eof.eq(0), fsm_ready.eq(b_done)]
-                    with m.If(valid & fsm_ready):
-                        with m.If(fl["ff"] | fl["00"] | fl["rst"]):
-                            with m.If(last):
-                                m.next = "PUSH_EOF"
-                            with m.Elif(~fl["ff"]):
-                                m.next = "SCAN"
-                        with m.Else():
-                            m.d.sync += self.zfill.eq(1)
-                            dispatch()          # in the trailer
+                        m.d.sync += self.zfill.eq(1)
+                        dispatch()          # in the trailer
+                drain_on_abort()
             with m.State("PUSH_EOF"):
-                m.d.comb += [b_try.eq(1), b_rst.eq(0), b_term.eq(0), b_eof.eq(1)]
                 with m.If(b_done):
                     m.d.sync += [self.zfill.eq(1), res_code.eq(S.MISSING_EOI),
                                  res_valid.eq(1)]
-                    m.next = "DONE"
+                    nxt("DONE")
             with m.State("DRAIN"):
-                m.d.comb += fsm_ready.eq(1)
                 with m.If(valid & last):
-                    m.next = "DONE"
+                    nxt("DONE")
             with m.State("DONE"):
-                m.d.comb += self.at_end.eq(1)
                 with m.If(self.go):
-                    m.d.sync += [
-                        trailer.eq(0), res_valid.eq(0), res_code.eq(0), self.started.eq(0),
-                        self.header_valid.eq(0), self.width.eq(0), self.height.eq(0),
-                        eof_in.eq(0),
-                        q_def.eq(0), h_def.eq(0), jfif.eq(0), adobe_valid.eq(0),
-                        self.ri.eq(0), self.zfill.eq(0), cnt.eq(0), same_cnt.eq(0),
-                        at_bpos.eq(1),
-                    ]
-                    m.next = "SOI0"
+                    nxt("SOI0")
+
+        # The states' actions on many registers, from the state flags (in LEN1 and PAY these
+        # are whatever the byte; the next state is the state machine's).
+        with m.If(st["LEN1"] & valid):
+            ln = Cat(byte, len_hi)
+            m.d.sync += [plen.eq(ln - 2), rem_after.eq(ln - 3),
+                         pay_last.eq(len_hi0 & fl["eq3"]),
+                         rem_lt64.eq(len_hi0 & fl["lt67"]),
+                         rem_lt16.eq(len_hi0 & fl["lt19"]),
+                         o1h.eq(1), off_lt5.eq(1), off_ge6.eq(0), odd.eq(0), perr.eq(0),
+                         eof_seen.eq(last),
+                         tpos.eq(0), t_hdr.eq(1), t_end.eq(0),
+                         hpos.eq(0), h_hdr.eq(1), h16.eq(0), in_syms.eq(0),
+                         comp_err.eq(0),
+                         *[sw.eq(0) for sw in seen], sos_bad.eq(0), app_match.eq(1),
+                         prec.eq(0), nf.eq(0), ss.eq(0), se.eq(0), ahal.eq(0),
+                         ci.eq(0), ci_lt3.eq(1), cf.eq(0)]
+        with m.If(st["PAY"] & valid):
+            payload_byte(byte)
+            # the offset flags, and the bytes left (``rem_after`` - 1 < 64 / < 16)
+            m.d.sync += [o1h.eq(o1h << 1), off_lt5.eq(off_lt5 & ~o1h[4]),
+                         off_ge6.eq(off_ge6 | o1h[5]), odd.eq(~odd),
+                         rem_after.eq(rem_after - 1), pay_last.eq(rem_after == 1),
+                         rem_lt64.eq(rem_after <= 64), rem_lt16.eq(rem_after <= 16)]
+        with m.If(st["DONE"] & self.go):
+            m.d.sync += [
+                trailer.eq(0), res_valid.eq(0), res_code.eq(0), self.started.eq(0),
+                self.header_valid.eq(0), self.width.eq(0), self.height.eq(0),
+                eof_in.eq(0),
+                q_def.eq(0), h_def.eq(0), jfif.eq(0), adobe_valid.eq(0),
+                self.ri.eq(0), self.zfill.eq(0), cnt.eq(0), same_cnt.eq(0),
+                at_bpos.eq(1),
+            ]
         return m

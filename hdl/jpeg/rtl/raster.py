@@ -9,7 +9,8 @@ row + woff) mod lines``. Luma keeps 32 lines (one RAM): two MCU rows of up to 16
 row per MCU row, of at most 8 samples, also when 4:2:0 chroma gets the larger IDCT at 1/2 ..
 1/8). Each chroma component is split over two RAMs of 8 lines, one for the even and one for the
 odd ring lines: the vertical filter's two rows (``cy`` and its neighbour ``cn``) are adjacent
-ring lines, so each RAM is read once per pixel, by one read port.
+ring lines, so each RAM is read once per pixel, by one read port. A block row's write is
+registered once on its way to the RAMs, and ``rows_done`` with it.
 
 Flow control at MCU-row granularity: ``out_rows`` is the oldest MCU row the raster still reads
 (the chroma row above the current one counts while the vertical triangle filter needs it); the
@@ -72,6 +73,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from ...rtl.dsp import registered_product
 from ...rtl.layouts import PixelIn
 from ..color import ONE_HALF, SCALEBITS, _fix
 
@@ -136,6 +138,13 @@ class _LineRam:
         return data
 
 
+def _reg(m: Module, value, name: str) -> Signal:
+    """``value`` one clock later (not reset)."""
+    r = Signal(len(value), name=name, reset_less=True)
+    m.d.sync += r.eq(value)
+    return r
+
+
 class Raster(wiring.Component):
     def __init__(self, max_width: int):
         self.stride = line_stride(max_width)
@@ -191,13 +200,24 @@ class Raster(wiring.Component):
                 m.d.comb += [wdata.eq(Cat(*[d[:8]] * 8)), wmask.eq(Const(1, 8) << scol[:3])]
         wword = scol[3:]
         wline_y = (self.lw_line + self.woff_y)[:5]
-        ymem.write(m, wcat(wword, wline_y), wdata,
-                   Mux(self.lw_en & (self.lw_comp == 0), wmask, 0))
         wline_c = (self.lw_line + self.woff_c)[:4]
+        # The write is registered before it reaches the RAMs (address, data, byte enables):
+        # the address arithmetic and the route to some 40 block RAMs across the die do not fit
+        # one clock together. ``rows_done`` is delayed with it (``rows_in``), so a line is
+        # never read before its last write has landed. None of them is reset: the raster's
+        # reset between images (``back_rst``) comes while the front end is already writing the
+        # next image's first rows, and must not drop the write in flight.
+        w_addr_y = _reg(m, wcat(wword, wline_y), "w_addr_y")
+        w_addr_c = _reg(m, wcat(wword, wline_c[1:]), "w_addr_c")
+        w_data = _reg(m, wdata, "w_data")
+        w_mask_y = _reg(m, Mux(self.lw_en & (self.lw_comp == 0), wmask, 0), "w_mask_y")
+        ymem.write(m, w_addr_y, w_data, w_mask_y)
         for q, pair in enumerate(cmems):
             for p, mem in enumerate(pair):
                 hit = self.lw_en & (self.lw_comp == q + 1) & (wline_c[0] == p)
-                mem.write(m, wcat(wword, wline_c[1:]), wdata, Mux(hit, wmask, 0))
+                mem.write(m, w_addr_c, w_data,
+                          _reg(m, Mux(hit, wmask, 0), f"w_mask_c{q}{p}"))
+        rows_in = _reg(m, self.rows_done, "rows_in")
 
         # The pixel pipeline never stalls (no enable fanning out to its registers): a pixel
         # issues only while the output FIFO has room for every pixel in flight (credits).
@@ -308,8 +328,8 @@ class Raster(wiring.Component):
         # (once line 0 is written: it reads line 0's first chroma words)
         m.d.comb += prime.eq((hold == _PRIME) & ok_n_raw)
 
-        m.d.sync += [ok_c.eq(cur["need"] < self.rows_done),
-                     ok_n_raw.eq(nl["need"] < self.rows_done)]
+        m.d.sync += [ok_c.eq(cur["need"] < rows_in),
+                     ok_n_raw.eq(nl["need"] < rows_in)]
         with m.If(fresh != 0):
             m.d.sync += fresh.eq(fresh - 1)
         with m.If((hold != 0) & ((hold != _PRIME) | ok_n_raw)):
@@ -440,20 +460,25 @@ class Raster(wiring.Component):
 
         # ---- -> S6: rounding; Cb / Cr as signed multiplier operands ----------------------
         s6 = stage(s5, 6, ["valid", "last"])
+        # Cb and Cr go straight into the multipliers' operand registers (those are the S6
+        # registers), and the products into their result registers (S7), inside the
+        # MULT18X18Ds on the ECP5 (hdl/rtl/dsp.py): no fabric route on either side of the
+        # multiplier.
         cb = Signal(signed(9))
         cr = Signal(signed(9))
         for h, dst in zip(hsum, (cb, cr)):
             up8 = ((h + s5["bias"]) >> 4)[:8]
-            m.d.sync += dst.eq(Mux(three, Cat(up8[:7], ~up8[7], ~up8[7]), 0))
+            m.d.comb += dst.eq(Mux(three, Cat(up8[:7], ~up8[7], ~up8[7]), 0))
 
         # ---- -> S7: products -------------------------------------------------------------
         s7 = stage(s6, 7, ["valid", "last"])
-        p_r = Signal(signed(28))
-        p_b = Signal(signed(28))
-        p_gb = Signal(signed(28))
-        p_gr = Signal(signed(28))
-        m.d.sync += [p_r.eq(cr * _fix(1.40200)), p_b.eq(cb * _fix(1.77200)),
-                     p_gb.eq(cb * -_fix(0.34414)), p_gr.eq(cr * -_fix(0.71414))]
+
+        def product(name, v, k):
+            return registered_product(m, name, v, Const(k, signed(18)), signed(28))
+        p_r = product("mul_r", cr, _fix(1.40200))
+        p_b = product("mul_b", cb, _fix(1.77200))
+        p_gb = product("mul_gb", cb, -_fix(0.34414))
+        p_gr = product("mul_gr", cr, -_fix(0.71414))
 
         # ---- -> S8: offsets --------------------------------------------------------------
         s8 = stage(s7, 8, ["valid", "last"])
