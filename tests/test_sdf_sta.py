@@ -74,3 +74,10 @@ def test_hand_written_sdf_arrival_is_the_max_over_paths():
 def test_cli_names_a_missing_file(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no such SDF file"):
         main([str(tmp_path / "nope.sdf")])
+
+
+def test_clock_label_names_the_pll_net_sync_whatever_sink_nextpnr_named_it_after():
+    from hdl.board.report import _clock_label
+    assert _clock_label("$glbnet$board.core.clk") == "sync"
+    assert _clock_label("$glbnet$board.core.cfg_skid.clk") == "sync"
+    assert _clock_label("clk25_0__io") == "clk25_0__io"

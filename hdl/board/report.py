@@ -103,8 +103,10 @@ def ebr_by_memory(netlist: Path) -> list:
 
 
 def _clock_label(net: str) -> str:
+    """nextpnr names the PLL's global clock net after one of its sinks (``board.core.clk``,
+    ``board.core.cfg_skid.clk``, ... as the netlist changes): any ``*.clk`` net is 'sync'."""
     n = net.replace("$glbnet$", "")
-    if n.endswith("core.clk") or "pll" in n:
+    if n.endswith(".clk") or "pll" in n:
         return "sync"
     return n
 
