@@ -493,30 +493,52 @@ class HostLink(wiring.Component):
                     beat_count[24:]])
             m.d.sync += [beat_count.eq(0), last_code.eq(code)]
 
+        # IDLE picks the next frame into a register and LOAD builds it a clock later: the pick
+        # (a five-way priority) and the frame mux into ``txbuf`` do not fit one clock together
+        # at 100 MHz. LOAD checks the picked frame's condition again (a reset of the core or
+        # of the credits, or output arriving before an error status, can lapse it in between)
+        # and goes back to IDLE if it has.
+        pick = Signal(5)
+        st_ok = self.status.valid & out_empty & ~self.core_rst
         with m.FSM(name="serialize"):
             with m.State("IDLE"):
+                m.d.sync += pick.eq(0)
                 with m.If(info_pending):
+                    m.d.sync += pick.eq(1 << 0)
+                    m.next = "LOAD"
+                with m.Elif(err_pending & out_empty):
+                    m.d.sync += pick.eq(1 << 1)
+                    m.next = "LOAD"
+                with m.Elif(credit_units != 0):
+                    m.d.sync += pick.eq(1 << 2)
+                    m.next = "LOAD"
+                with m.Elif(st_ok):
+                    m.d.sync += pick.eq(1 << 3)
+                    m.next = "LOAD"
+                with m.Elif(~out_empty):
+                    m.d.sync += pick.eq(1 << 4)
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.next = "SEND"
+                with m.If(pick[0]):
                     load(info)
                     m.d.sync += info_pending.eq(0)
-                    m.next = "SEND"
-                with m.Elif(err_pending & out_empty):
+                with m.Elif(pick[1] & out_empty):
                     status_frame(err_code)
                     m.d.sync += err_pending.eq(0)
-                    m.next = "SEND"
-                with m.Elif(credit_units != 0):
+                with m.Elif(pick[2] & (credit_units != 0)):
                     m.d.comb += credit_take.eq(1)
                     load(_bytes_const(bytes([RESP_SYNC, RespType.CREDIT])) + [u8(credit_units)])
-                    m.next = "SEND"
-                with m.Elif(self.status.valid & out_empty & ~self.core_rst):
+                with m.Elif(pick[3] & st_ok):
                     m.d.comb += self.status.ready.eq(1)
                     status_frame(Mux(order_err & (self.status.payload.code == 0),
                                      LinkStatus.ORDER, self.status.payload.code))
                     m.d.sync += job_sent.eq(1)
-                    m.next = "SEND"
-                with m.Elif(~out_empty):
+                with m.Elif(pick[4]):
                     load(_bytes_const(bytes([RESP_SYNC, RespType.DATA])) + [queued_255])
                     m.d.sync += beats_left.eq(queued_255)
-                    m.next = "SEND"
+                with m.Else():
+                    m.next = "IDLE"
             with m.State("SEND"):
                 with m.If(txn == 0):
                     with m.If(beats_left == 0):

@@ -170,6 +170,17 @@ def _pass(m: Module, d_in, valid, sz, sz_early, load, ctr, name: str, exact: boo
         for i, k in enumerate(EVEN_IN):
             slots.append((k, [tabs[z][1][j][i] for z in range(4)], "T", j))
     prods = {}
+
+    ticks = {}
+
+    def tick(v: int) -> Signal:
+        # ``ctr == v`` as a register (``ctr`` counts freely): no compare in front of the
+        # clock enables of multipliers across the die
+        if v not in ticks:
+            ticks[v] = Signal(name=f"{name}_tick{v}", reset_less=True)
+            m.d.sync += ticks[v].eq(ctr == (v - 1) % (1 << len(ctr)))
+        return ticks[v]
+
     for n, (k, consts, kind, j) in enumerate(slots):
         assert all(-(1 << 16) <= c < (1 << 16) for c in consts)
         # Each multiplier gets its own copy of its input and of its constant (in its operand
@@ -177,17 +188,17 @@ def _pass(m: Module, d_in, valid, sz, sz_early, load, ctr, name: str, exact: boo
         # across the chip. The copies also load at extra, harmless times (``ctr``: the size
         # is stable then, or the input unused) so that synthesis cannot merge them into one.
         szc = Signal(2, name=f"{name}_szc{n}", reset_less=True)
-        with m.If(load | (ctr == n)):
+        with m.If(load | tick(n)):
             m.d.sync += szc.eq(sz_early)
         # [1] -> [2]: the input's low half and the constant go into the operand registers
         # and their product into the result register of one MULT18X18D (hdl/rtl/dsp.py).
         k_now = Array(Const(c, signed(17)) for c in consts)[szc]
         pl = registered_product(m, f"{name}_ml{n}", d_in[k][:LO], k_now, shape,
-                                a_en=valid | (ctr == n))
+                                a_en=valid | tick(n))
         if exact:
             # 3 top bits: a table of (top bits, size), no second multiplier
             xt = Signal(3, name=f"{name}_xt{n}", reset_less=True)
-            with m.If(valid | (ctr == n)):
+            with m.If(valid | tick(n)):
                 m.d.sync += xt.eq(d_in[k][LO:LO + 3])
             tbl = Array(Const(((v ^ 4) - 4) * consts[z], signed(21))
                         for z in range(4) for v in range(8))
@@ -195,11 +206,11 @@ def _pass(m: Module, d_in, valid, sz, sz_early, load, ctr, name: str, exact: boo
         else:
             # the top 11 bits in a second multiplier, with copies of its own
             szh = Signal(2, name=f"{name}_szh{n}", reset_less=True)
-            with m.If(load | (ctr == n + 32)):
+            with m.If(load | tick(n + 32)):
                 m.d.sync += szh.eq(sz_early)
             ph = registered_product(m, f"{name}_mh{n}", d_in[k][LO:].as_signed(),
                                     Array(Const(c, signed(17)) for c in consts)[szh],
-                                    unsigned(width - LO), a_en=valid | (ctr == n + 32))
+                                    unsigned(width - LO), a_en=valid | tick(n + 32))
         # [2b] both halves registered in fabric as they leave the DSP rows, [3] added: the
         # route out of a DSP row and a 25-bit carry chain do not fit one clock together
         pl_b = _reg(m, pl, pl.shape(), f"{name}_plb{n}")
