@@ -35,9 +35,8 @@ from amaranth.lib import data, wiring
 
 from ..resample import GATHER, LANES
 from .layouts import Pixel
-from .dsp import registered_product
 from .resample_common import (ACC, BIAS, W_LO, StepTable, clip8, join_products, output_skid,
-                              unit_members)
+                              unit_members, weight_products)
 
 
 class HResample(wiring.Component):
@@ -156,11 +155,10 @@ class HResample(wiring.Component):
                     m.d.sync += prod[l][c].eq(join_products(lo[l][c], hi[l][c]))
         for l in range(LANES):
             for c in range(3):
-                w, px = s0_w[l], s0_px[l][c]
-                for part, a, dst in (("lo", w[:W_LO], lo), ("hi", w[W_LO:].as_signed(), hi)):
-                    m.d.comb += dst[l][c].eq(registered_product(
-                        m, f"mul_{part}{l}_{c}", a, px, dst[l][c].shape(),
-                        a_en=en, b_en=en, p_en=en))
+                w = s0_w[l]
+                plo, phi = weight_products(m, (f"mul_lo{l}_{c}", f"mul_hi{l}_{c}"), w[:W_LO],
+                                           w[W_LO:].as_signed(), s0_px[l][c], en)
+                m.d.comb += [lo[l][c].eq(plo), hi[l][c].eq(phi)]
 
         acc = [[Signal(ACC, name=f"acc{l}_{c}") for c in range(3)] for l in range(LANES)]
         sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]

@@ -3,11 +3,12 @@ RAM whose read data goes straight into registers), the split weight x sample pro
 output skid buffer."""
 from __future__ import annotations
 
-from amaranth import Const, Mux, Signal, Value, signed
+from amaranth import Const, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, stream
 from amaranth.lib.wiring import In, Out
 
 from ..fixedpoint import RESAMPLE_ACC, RESAMPLE_PRECISION
+from .dsp import registered_product
 from .layouts import Pixel, StepLayout
 
 #: Pillow's rounding bias: the accumulator starts at one half of an output step.
@@ -31,6 +32,15 @@ def clip8(acc):
     neg = v[-1]
     over = v[8:-1].any() if len(v) > 9 else Const(0, 1)
     return Mux(neg, 0, Mux(over, 255, v[:8]))
+
+
+def weight_products(m, names, w_lo, w_hi, x, en):
+    """The two partial products ``w_lo * x`` and ``w_hi * x`` (a weight split at W_LO, an 8-bit
+    sample) in two :func:`~.dsp.registered_product` units named ``names``, operands and
+    product all loaded on ``en``; returns ``(lo, hi)`` for :func:`join_products`."""
+    lo = registered_product(m, names[0], w_lo, x, unsigned(W_LO + 8), a_en=en, b_en=en, p_en=en)
+    hi = registered_product(m, names[1], w_hi, x, signed(17), a_en=en, b_en=en, p_en=en)
+    return lo, hi
 
 
 def join_products(lo, hi):

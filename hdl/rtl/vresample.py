@@ -44,9 +44,8 @@ from amaranth.lib.wiring import In
 
 from ..resample import GATHER, LANES
 from .layouts import Pixel
-from .dsp import registered_product
 from .resample_common import (ACC, BIAS, W_LO, StepTable, clip8, join_products, output_skid,
-                              unit_members)
+                              unit_members, weight_products)
 
 #: A lane memory's word: three ACC sums. A flat value rather than an ArrayLayout: Yosys (0.70,
 #: in ABC9's reintegration) confuses a wire's bit ``x[1]`` with an array field named ``x[1]``,
@@ -229,11 +228,9 @@ class VResample(wiring.Component):
             w_lo = Mux(gather, 1, weights[l][:W_LO])
             w_hi = Mux(gather, 0, weights[l][W_LO:].as_signed())
             for c in range(3):
-                px = self.i.payload[c]
-                for part, a, dst in (("lo", w_lo, lo), ("hi", w_hi, hi)):
-                    m.d.comb += dst[l][c].eq(registered_product(
-                        m, f"mul_{part}{l}_{c}", a, px, dst[l][c].shape(),
-                        a_en=en, b_en=en, p_en=en))
+                plo, phi = weight_products(m, (f"mul_lo{l}_{c}", f"mul_hi{l}_{c}"), w_lo, w_hi,
+                                           self.i.payload[c], en)
+                m.d.comb += [lo[l][c].eq(plo), hi[l][c].eq(phi)]
 
         # S3 → S4: scatter: the emitted lane's sum; gather: the taps and their weights.
         s4_emit = Signal()
@@ -271,11 +268,10 @@ class VResample(wiring.Component):
                  for c in range(3)]
         for j in range(3):
             for c in range(3):
-                w, tap = s4_w[j], s4_tap[j][c]
-                for part, a, dst in (("lo", w[:W_LO], glo), ("hi", w[W_LO:].as_signed(), ghi)):
-                    m.d.comb += dst[j][c].eq(registered_product(
-                        m, f"gmul_{part}{j}_{c}", a, tap, dst[j][c].shape(),
-                        a_en=en, b_en=en, p_en=en))
+                w = s4_w[j]
+                plo, phi = weight_products(m, (f"gmul_lo{j}_{c}", f"gmul_hi{j}_{c}"), w[:W_LO],
+                                           w[W_LO:].as_signed(), s4_tap[j][c], en)
+                m.d.comb += [glo[j][c].eq(plo), ghi[j][c].eq(phi)]
         with m.If(en):
             m.d.sync += [emit[0].eq(s4_emit)] + [emit[k + 1].eq(emit[k]) for k in range(4)]
             m.d.sync += [sc[k + 1].eq(sc[k]) for k in range(4)]

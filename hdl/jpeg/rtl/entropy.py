@@ -45,8 +45,8 @@
   scan's end 2 (SEND0, SEND): IEND/SEND decide on the bits left in the segment, the FIFO state
   and the bit count registered the clock before.
   The buffer takes one byte per clock except in phases 2 and 3 and ALIGN (so that a refill
-  and a consuming shift are never in series), through a one-byte holding register; ``free`` (56 - ``nbits``, a register) places the
-  byte. Two bytes per symbol are more than the symbols consume on average (about 5 bits per
+  and a consuming shift are never in series), through a one-byte holding register; ``free``
+  (56 - ``nbits``, a register) places the byte. Two bytes per symbol are more than the symbols consume on average (about 5 bits per
   symbol at quality 95), so the buffer stays near full.
 * MCU order, DC predictors, restart intervals (leftover bits, RSTn sequence) as
   :func:`hdl.jpeg.huffman.entropy_decode` checks them, with the same status codes.
