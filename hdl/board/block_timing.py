@@ -31,6 +31,8 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal, Cat, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow
 
+from .bram_outreg import absorb_file
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -181,6 +183,7 @@ def run(block: str, spec, out_dir: Path, *, freq_mhz: float = 100.0, seed: int =
         errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
         raise SystemExit(f"yosys failed on {block}: {errors[0] if errors else 'no ERROR line'}"
                          f" (log: {out_dir / 'yosys.log'})")
+    absorb_file(out_dir / "top.json")       # block RAM output registers, as the board build
     t1 = time.monotonic()
     log(f"[{block}] nextpnr-ecp5 (synthesis {t1 - t0:.0f} s) ...")
     proc = subprocess.run([nextpnr, "--85k", "--package", "CABGA381", "--speed", "6",

@@ -66,18 +66,31 @@ class _Fifo(Elaboratable):
 
         do_write = self.w_rdy & self.w_en
         do_read = (level != 0) & (~self.r_rdy | self.r_en)
-        m.submodules.storage = mem = memory.Memory(shape=self.width, depth=inner, init=[],
-                                                   attrs={"no_rw_check": 1})
-        wp = mem.write_port()
-        rp = mem.read_port(domain="comb")
         produce = Signal(range(inner))
         consume = Signal(range(inner))
-        m.d.comb += [wp.addr.eq(produce),
-                     wp.data.eq(self.w_data), wp.en.eq(do_write), rp.addr.eq(consume)]
+        # The storage in lanes no deeper than one DP16KD shape (512 x 36 ... 16384 x 1): a lane
+        # two EBRs deep puts a LUT mux after their clock-to-output, too slow for 100 MHz.
+        lane = self.width
+        for shape_depth, shape_width in ((512, 36), (1024, 18), (2048, 9), (4096, 4),
+                                         (8192, 2), (16384, 1)):
+            if inner <= shape_depth:
+                lane = min(self.width, shape_width)
+                break
+        read_data = []
+        for i, lo in enumerate(range(0, self.width, lane)):
+            hi = min(self.width, lo + lane)
+            m.submodules[f"storage{i}" if lane < self.width else "storage"] = mem = \
+                memory.Memory(shape=hi - lo, depth=inner, init=[], attrs={"no_rw_check": 1})
+            wp = mem.write_port()
+            rp = mem.read_port(domain="comb")
+            m.d.comb += [wp.addr.eq(produce), wp.data.eq(self.w_data[lo:hi]),
+                         wp.en.eq(do_write), rp.addr.eq(consume)]
+            read_data.append(rp.data)
         with m.If(do_write):
             m.d.sync += produce.eq(incr(produce))
         with m.If(do_read):
-            m.d.sync += [self.r_data.eq(rp.data), consume.eq(incr(consume)), self.r_rdy.eq(1)]
+            m.d.sync += [self.r_data.eq(Cat(*read_data)), consume.eq(incr(consume)),
+                         self.r_rdy.eq(1)]
         with m.Elif(self.r_en):
             m.d.sync += self.r_rdy.eq(0)
         level_next = Mux(do_write == do_read, level, Mux(do_write, level + 1, level - 1))
@@ -219,6 +232,23 @@ class HostLink(wiring.Component):
         last_code = Signal(8)
         m.d.comb += self.error.eq(last_code != 0)
 
+        # The core's status word waits in a register of the link: ``status.ready`` is then a
+        # flip-flop, so the serializer's choice (which depends on the out FIFO's level) does
+        # not reach into the core's sequencer. A reset of the core drops it with the core.
+        st_full = Signal()
+        st_code = Signal(8)
+        st_take = Signal()
+        m.d.comb += self.status.ready.eq(~st_full)
+        with m.If(self.core_rst | st_take):
+            m.d.sync += st_full.eq(0)
+        with m.Elif(self.status.valid & ~st_full):
+            m.d.sync += [st_full.eq(1), st_code.eq(self.status.payload.code)]
+        # the code sent: ORDER for an OK job whose tags were out of order (registered: the
+        # status goes out only after every beat, long after the last tag was checked)
+        st_word = Signal(8)
+        m.d.sync += st_word.eq(Mux(order_err & (st_code == 0), LinkStatus.ORDER, st_code))
+        status_waiting = self.status.valid | st_full
+
         # ---- parser ----------------------------------------------------------------------------
         rtype = Signal(8)
         n_cfg = Signal(32)
@@ -262,11 +292,24 @@ class HostLink(wiring.Component):
         reset_core = Signal()
         m.d.sync += self.core_rst.eq(reset_core)
 
+        # ``pix.valid``/``jpg.valid`` as flip-flops set and cleared with the PUSH_PIX/PUSH_JPG
+        # transitions, not a decode of the state register: they reach the core's sequencer
+        # (its status code's enable) through the pixel source
+        push_pix = Signal()
+        push_jpg = Signal()
+        push_last = Signal()        # ``data_left == 0`` for the word pushed
+        m.d.comb += [self.pix.valid.eq(push_pix), self.pix.payload.rgb.eq(pixel),
+                     self.pix.payload.last.eq(push_last)]
+        if spec.jpeg_decoder:
+            m.d.comb += [self.jpg.valid.eq(push_jpg), self.jpg.payload.byte.eq(pixel[:8]),
+                         self.jpg.payload.last.eq(push_last)]
+
         def check_abort():
             """Abort the request: the host went quiet (or the core stopped) mid-request, or a
             received byte was lost. Placed last in a state, so it overrides its transitions."""
             with m.If(abort):
                 m.d.comb += reset_core.eq(1)
+                m.d.sync += [push_pix.eq(0), push_jpg.eq(0)]
                 report(Mux(rx_fault, LinkStatus.RX_ERROR, LinkStatus.TIMEOUT))
                 m.next = "ERR_HUNT"
         with m.FSM(name="parse") as parse_fsm:
@@ -388,15 +431,15 @@ class HostLink(wiring.Component):
                 with m.State("JPG"):
                     m.d.comb += [pop.eq(1), in_request.eq(1)]
                     with m.If(have):
-                        m.d.sync += [pixel[:8].eq(byte), data_left.eq(data_left - 1)]
+                        m.d.sync += [pixel[:8].eq(byte), data_left.eq(data_left - 1),
+                                     push_jpg.eq(1), push_last.eq(data_left == 1)]
                         m.next = "PUSH_JPG"
                     check_abort()
                 with m.State("PUSH_JPG"):
-                    m.d.comb += [in_request.eq(1), self.jpg.valid.eq(1),
-                                 self.jpg.payload.byte.eq(pixel[:8]),
-                                 self.jpg.payload.last.eq(data_left == 0)]
+                    m.d.comb += in_request.eq(1)
                     with m.If(self.jpg.ready):
-                        with m.If(data_left == 0):
+                        m.d.sync += push_jpg.eq(0)
+                        with m.If(push_last):
                             m.next = "WAIT_JOB"
                         with m.Else():
                             m.next = "JPG"
@@ -406,17 +449,16 @@ class HostLink(wiring.Component):
                 with m.If(have):
                     m.d.sync += [pixel.eq(Cat(pixel[8:], byte)), data_left.eq(data_left - 1)]
                     with m.If(bidx == 2):
-                        m.d.sync += bidx.eq(0)
+                        m.d.sync += [bidx.eq(0), push_pix.eq(1), push_last.eq(data_left == 1)]
                         m.next = "PUSH_PIX"
                     with m.Else():
                         m.d.sync += bidx.eq(bidx + 1)
                 check_abort()
             with m.State("PUSH_PIX"):
-                m.d.comb += [in_request.eq(1), self.pix.valid.eq(1),
-                             self.pix.payload.rgb.eq(pixel),
-                             self.pix.payload.last.eq(data_left == 0)]
+                m.d.comb += in_request.eq(1)
                 with m.If(self.pix.ready):
-                    with m.If(data_left == 0):
+                    m.d.sync += push_pix.eq(0)
+                    with m.If(push_last):
                         m.next = "WAIT_JOB"
                     with m.Else():
                         m.next = "PIX"
@@ -461,7 +503,7 @@ class HostLink(wiring.Component):
             m.d.sync += idle.eq(idle + 1)
         m.d.comb += [timed_out.eq(~quiet_r & ((idle == self.timeout_cycles - 1)
                                               | (idle == self.timeout_cycles))),
-                     abort.eq(in_request & ~self.status.valid & ~err_pending
+                     abort.eq(in_request & ~status_waiting & ~err_pending
                               & (rx_fault | timed_out))]
         m.d.comb += self.busy.eq(~parse_fsm.ongoing("HUNT"))
 
@@ -473,33 +515,43 @@ class HostLink(wiring.Component):
         txbuf = Signal(8 * buf_bytes)
         txn = Signal(range(buf_bytes + 1))
         beats_left = Signal(8)
+        beats_none = Signal(init=1)     # ``beats_left == 0``, kept with it (it picks txbuf's load)
         beat_count = Signal(32)
-        m.d.comb += [self.tx.valid.eq(txn != 0), self.tx.payload.eq(txbuf[:8])]
+        # ``txn != 0`` as a flag kept with it: ``tx.valid`` feeds the watchdog's progress
+        tx_busy = Signal()
+        m.d.comb += [self.tx.valid.eq(tx_busy), self.tx.payload.eq(txbuf[:8])]
         with m.If(tx_fire):
-            m.d.sync += [txbuf.eq(txbuf >> 8), txn.eq(txn - 1)]
+            m.d.sync += [txbuf.eq(txbuf >> 8), txn.eq(txn - 1), tx_busy.eq(txn != 1)]
 
         def u8(value):
             s = Signal(8)
             m.d.comb += s.eq(value)
             return s
 
-        def load(parts):
+        # IDLE picks the next frame into a one-hot register and LOAD builds it a clock later:
+        # ``txbuf`` is then an AND-OR of the frames by ``pick`` alone, and the picked frame's
+        # condition, checked again in LOAD (a reset of the core or of the credits, or output
+        # arriving before an error status, can lapse it in between), only decides whether the
+        # frame is sent (``txn``) and its side effects, not what ``txbuf`` holds.
+        status_bytes = _bytes_const(bytes([RESP_SYNC, RespType.STATUS]))
+        frames = [
+            info,
+            status_bytes + [err_code] + [beat_count[k:k + 8] for k in range(0, 32, 8)],
+            _bytes_const(bytes([RESP_SYNC, RespType.CREDIT])) + [u8(credit_units)],
+            status_bytes + [st_word] + [beat_count[k:k + 8] for k in range(0, 32, 8)],
+            _bytes_const(bytes([RESP_SYNC, RespType.DATA])) + [queued_255],
+        ]
+        pick = Signal(len(frames))
+        st_ok = st_full & out_empty & ~self.core_rst
+        frame_ok = [Const(1), out_empty, credit_units != 0, st_ok, Const(1)]
+        built = Const(0, 8 * buf_bytes)
+        length = Const(0, len(txn))
+        for k, parts in enumerate(frames):
             assert all(len(p) == 8 for p in parts)
-            m.d.sync += [txbuf.eq(Cat(*parts)), txn.eq(len(parts))]
-
-        def status_frame(code):
-            load(_bytes_const(bytes([RESP_SYNC, RespType.STATUS]))
-                 + [u8(code), beat_count[:8], beat_count[8:16], beat_count[16:24],
-                    beat_count[24:]])
-            m.d.sync += [beat_count.eq(0), last_code.eq(code)]
-
-        # IDLE picks the next frame into a register and LOAD builds it a clock later: the pick
-        # (a five-way priority) and the frame mux into ``txbuf`` do not fit one clock together
-        # at 100 MHz. LOAD checks the picked frame's condition again (a reset of the core or
-        # of the credits, or output arriving before an error status, can lapse it in between)
-        # and goes back to IDLE if it has.
-        pick = Signal(5)
-        st_ok = self.status.valid & out_empty & ~self.core_rst
+            built = built | Mux(pick[k], Cat(*parts), 0)
+            length = length | Mux(pick[k], len(parts), 0)
+        sent = Signal()
+        m.d.comb += sent.eq(Cat(*(pick[k] & ok for k, ok in enumerate(frame_ok))).any())
         with m.FSM(name="serialize"):
             with m.State("IDLE"):
                 m.d.sync += pick.eq(0)
@@ -519,33 +571,29 @@ class HostLink(wiring.Component):
                     m.d.sync += pick.eq(1 << 4)
                     m.next = "LOAD"
             with m.State("LOAD"):
+                m.d.sync += [txbuf.eq(built), txn.eq(Mux(sent, length, 0)), tx_busy.eq(sent)]
                 m.next = "SEND"
-                with m.If(pick[0]):
-                    load(info)
-                    m.d.sync += info_pending.eq(0)
-                with m.Elif(pick[1] & out_empty):
-                    status_frame(err_code)
-                    m.d.sync += err_pending.eq(0)
-                with m.Elif(pick[2] & (credit_units != 0)):
-                    m.d.comb += credit_take.eq(1)
-                    load(_bytes_const(bytes([RESP_SYNC, RespType.CREDIT])) + [u8(credit_units)])
-                with m.Elif(pick[3] & st_ok):
-                    m.d.comb += self.status.ready.eq(1)
-                    status_frame(Mux(order_err & (self.status.payload.code == 0),
-                                     LinkStatus.ORDER, self.status.payload.code))
-                    m.d.sync += job_sent.eq(1)
-                with m.Elif(pick[4]):
-                    load(_bytes_const(bytes([RESP_SYNC, RespType.DATA])) + [queued_255])
-                    m.d.sync += beats_left.eq(queued_255)
-                with m.Else():
+                with m.If(~sent):
                     m.next = "IDLE"
+                with m.If(pick[0]):
+                    m.d.sync += info_pending.eq(0)
+                with m.If(pick[1] & frame_ok[1]):
+                    m.d.sync += [err_pending.eq(0), beat_count.eq(0), last_code.eq(err_code)]
+                with m.If(pick[2] & frame_ok[2]):
+                    m.d.comb += credit_take.eq(1)
+                with m.If(pick[3] & frame_ok[3]):
+                    m.d.comb += st_take.eq(1)
+                    m.d.sync += [job_sent.eq(1), beat_count.eq(0), last_code.eq(st_word)]
+                with m.If(pick[4]):
+                    m.d.sync += [beats_left.eq(queued_255), beats_none.eq(queued_255 == 0)]
             with m.State("SEND"):
                 with m.If(txn == 0):
-                    with m.If(beats_left == 0):
+                    with m.If(beats_none):
                         m.next = "IDLE"
                     with m.Elif(beat_valid):
                         m.d.comb += [beat_take.eq(1), beat_pop.eq(1)]
-                        m.d.sync += [txbuf.eq(beat), txn.eq(beat_bytes),
+                        m.d.sync += [txbuf.eq(beat), txn.eq(beat_bytes), tx_busy.eq(1),
                                      beats_left.eq(beats_left - 1),
+                                     beats_none.eq(beats_left == 1),
                                      beat_count.eq(beat_count + 1)]
         return m

@@ -24,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 from ..gen import top_name
 from ..rtl.top import PreprocessCore
 from ..spec import PipelineSpec
+from .bram_outreg import absorb_file
 from .link import DEFAULT_OUT_DEPTH, DEFAULT_WINDOW, HostLink
 from .uart import UartRx, UartTx
 
@@ -248,15 +249,26 @@ def build_bitstream(spec: PipelineSpec, board: str, build_dir: Path, *,
     for stale in (f"{name}.bit", f"{name}.report.json", f"{name}.tim", f"{name}.sdf"):
         (build_dir / stale).unlink(missing_ok=True)
     error = None
+    outreg = None
+    # Amaranth's build script, a step at a time: the block RAMs' output registers are
+    # absorbed into the synthesized netlist between Yosys and nextpnr (hdl/board/bram_outreg).
+    plan.extract(str(build_dir))
+    script = (build_dir / f"build_{name}.sh").read_text().splitlines()
+    steps = [ln for ln in script if ln.startswith('"$')]
     try:
-        plan.execute_local(str(build_dir))
+        for step in steps:
+            subprocess.run(["sh", "-ec", step], cwd=build_dir, check=True)
+            if step.startswith('"$YOSYS"'):
+                outreg = absorb_file(build_dir / f"{name}.json")
+                log(f"preba bitstream: {outreg['flip_flops']} flip-flops moved into the output "
+                    f"registers of {outreg['ports']} block RAM read ports")
     except subprocess.CalledProcessError as e:
         error = _tool_error(build_dir, name) or f"build script failed ({e.returncode})"
     seconds = time.monotonic() - t0
     return {"name": name, "build_dir": build_dir, "bit": build_dir / f"{name}.bit",
             "nextpnr_report": build_dir / f"{name}.report.json",
             "nextpnr_log": build_dir / f"{name}.tim", "seconds": seconds, "top": top,
-            "error": error}
+            "error": error, "bram_outreg": outreg}
 
 
 def _tool_error(build_dir: Path, name: str) -> str | None:

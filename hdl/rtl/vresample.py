@@ -13,8 +13,10 @@ always read one step ahead, so its read data goes straight into those registers)
 Pipeline (every stage advances with ``en``, which is the output skid buffer's flip-flop rather
 than the downstream ``ready``):
 
-- tick: the step's weights, the incoming pixel, x and the ring slots → S1 (and a copy of the
-  multiplier operands per product); the lane memories are read at S1's x;
+- tick: the step's weights, the incoming pixel, x and the ring slots → S0 (with each lane's
+  multiplier operands as picked);
+- S0 → S1: S0 → the multipliers' operand registers (inside the MULT18X18Ds on the ECP5); the
+  lane memories are read at S1's x;
 - S1 → S2: partial products of weight x pixel (one MULT18X18D each); whether S2's row is still
   being written by the items ahead (forwarding flags);
 - S2 → S3: the products; the lane rows straight from the memories, and beside them the row
@@ -22,9 +24,10 @@ than the downstream ``ready``):
   for a scatter lane that the item restarts, the rounding bias);
 - S3: picks the memory's or the forwarded row; scatter adds the products to the lane rows and
   writes them back at x; gather writes the incoming row into its ring slot. S3 → S4: scatter:
-  the emitted lane's sum; gather: the three taps selected by ring slot (fabric registers);
-- S4 → S5: scatter: clip8; gather: the taps and weights into the multipliers' operand
-  registers (inside the MULT18X18Ds on the ECP5);
+  the emitted lane (its sum is the lane's written-back row, registered for forwarding);
+  gather: the three taps selected by ring slot (fabric registers);
+- S4 → S5: scatter: the emitted lane's sum, clip8; gather: the taps and weights into the
+  multipliers' operand registers (inside the MULT18X18Ds on the ECP5);
 - S5 → S6: gather: partial products of the taps;
 - S6 → S7: gather: the products;
 - S7 → S8: gather: ``BIAS + p0`` and ``p1 + p2``;
@@ -137,7 +140,7 @@ class VResample(wiring.Component):
             m.submodules[f"lane{l}"] = mem
             lanes.append((mem.read_port(domain="comb"), mem.write_port()))
 
-        # Tick → S1.
+        # Tick → S0.
         stage = data.StructLayout({
             "x": unsigned(len(x)), "emit": 1, "lane": 2, "adv": 1,
             "init": LANES,                     # scatter lanes this item restarts (0 in gather)
@@ -145,31 +148,40 @@ class VResample(wiring.Component):
             "slot": data.ArrayLayout(2, 3),   # gather: ring slot of window[j]
             "wmask": LANES,                    # lanes this item writes at S3
         })
-        s1, s2, s3 = (Signal(stage, name=f"s{k}", reset_less=True) for k in (1, 2, 3))
-        s1_valid, s2_valid, s3_valid = (Signal(name=f"s{k}_valid") for k in (1, 2, 3))
+        s0, s1, s2, s3 = (Signal(stage, name=f"s{k}", reset_less=True) for k in (0, 1, 2, 3))
+        s0_valid, s1_valid, s2_valid, s3_valid = (Signal(name=f"s{k}_valid") for k in range(4))
         # Gather window after this step: rows (n-3+j) for n rows consumed, so slot (n+j) mod 3.
         n_mod = Mux(entry.adv, Mux(ring == 2, 0, ring + 1), ring)
         # The scatter products' operands go into each multiplier's own operand registers (inside
-        # the MULT18X18Ds on the ECP5, hdl/rtl/dsp.py): one shared register feeding six
-        # multipliers spread over the die costs 3 ns and more of routing. S1 and those operand
-        # registers load at every ``en``, not only at ``fire``: what they take on a clock that
-        # does not fire is never used (``s1_valid`` is 0), and the multipliers' clock enables
-        # are then a flip-flop rather than the logic of ``fire``.
+        # the MULT18X18Ds on the ECP5, hdl/rtl/dsp.py) from S0's flip-flops: the weights are
+        # picked (table memory, gather's weight 1) by a LUT behind the step table's registers,
+        # and that LUT plus the route to the DSP columns missed 10 ns, so S0 registers each
+        # lane's operands as picked and the fabric places them between the two. S0, S1 and
+        # those operand registers load at every ``en``, not only at ``fire``: what they take on
+        # a clock that does not fire is never used (``s0_valid`` is 0), and the multipliers'
+        # clock enables are then a flip-flop rather than the logic of ``fire``.
+        op_lo = [Signal(unsigned(W_LO), name=f"op_lo{l}", reset_less=True) for l in range(LANES)]
+        op_hi = [Signal(signed(w_shape.width - W_LO), name=f"op_hi{l}", reset_less=True)
+                 for l in range(LANES)]
         with m.If(en):
-            m.d.sync += s1_valid.eq(fire)
-            m.d.sync += [s1.x.eq(x), s1.emit.eq(entry.emit), s1.lane.eq(entry.lane),
-                         s1.init.eq(Mux(gather, 0, entry.init)), s1.adv.eq(entry.adv),
-                         s1.pix.eq(self.i.payload)]
-            m.d.sync += [s1.w[j].eq(weights[j]) for j in range(3)]
+            m.d.sync += s0_valid.eq(fire)
+            m.d.sync += [s0.x.eq(x), s0.emit.eq(entry.emit), s0.lane.eq(entry.lane),
+                         s0.init.eq(Mux(gather, 0, entry.init)), s0.adv.eq(entry.adv),
+                         s0.pix.eq(self.i.payload)]
+            m.d.sync += [s0.w[j].eq(weights[j]) for j in range(3)]
             for j in range(3):
-                m.d.sync += s1.slot[j].eq(Mux(n_mod + j >= 3, n_mod + j - 3, n_mod + j))
+                m.d.sync += s0.slot[j].eq(Mux(n_mod + j >= 3, n_mod + j - 3, n_mod + j))
             # Scatter writes every lane; gather writes the incoming row into slot `ring`.
-            m.d.sync += s1.wmask.eq(Mux(gather, Mux(entry.adv, 1 << ring, 0), (1 << LANES) - 1))
+            m.d.sync += s0.wmask.eq(Mux(gather, Mux(entry.adv, 1 << ring, 0), (1 << LANES) - 1))
+            for l in range(LANES):
+                # gather: weight 1, so that the product is the pixel (see `base`)
+                m.d.sync += [op_lo[l].eq(Mux(gather, 1, weights[l][:W_LO])),
+                             op_hi[l].eq(Mux(gather, 0, weights[l][W_LO:].as_signed()))]
 
         def writes(s, valid):
             return Mux(valid, s.wmask, 0)
 
-        # S1 → S2 → S3; the lane memories are read at S1's x, so their output belongs to S2.
+        # S0 → S1 → S2 → S3; the lane memories are read at S1's x, so their output belongs to S2.
         lo = [[Signal(unsigned(W_LO + 8), name=f"lo{l}_{c}") for c in range(3)]
               for l in range(LANES)]
         hi = [[Signal(signed(17), name=f"hi{l}_{c}") for c in range(3)] for l in range(LANES)]
@@ -185,9 +197,18 @@ class VResample(wiring.Component):
         # takes the rounding bias as a forwarded row, and in gather the adder itself writes the
         # incoming row (the row operand is masked to 0 and the multipliers weigh the pixel by
         # 1), so neither is a mux of its own before or after the adder.
+        #
+        # The pick between the memory's and the forwarded row drives three adders of ACC bits
+        # per lane, whose sums go to the lane memories and into the forwarded row: one select
+        # flip-flop per lane fanned out to all of them was the loop's worst route. So each
+        # channel's adder has a select of its own (`use_fwd_ch`) and the gather taps another
+        # (`use_fwd`). Yosys merges flip-flops with the same input, so the copies are made
+        # different where their value does not matter: in gather the adders' row operand is 0
+        # whatever the select, and in scatter the taps are not used.
         fwd_now = Signal(LANES)
         fwd = Signal(LANES)
         use_fwd = Signal(LANES)
+        use_fwd_ch = [[Signal(name=f"use_fwd{l}_ch{c}") for c in range(3)] for l in range(LANES)]
         mem_q = [Signal(LaneRow, name=f"mem_q{l}", reset_less=True) for l in range(LANES)]
         fwd_q = [Signal(LaneRow, name=f"fwd_q{l}", reset_less=True) for l in range(LANES)]
         rows = [Signal(LaneRow, name=f"row{l}") for l in range(LANES)]
@@ -201,16 +222,18 @@ class VResample(wiring.Component):
             m.d.comb += rp.addr.eq(s1.x)
             with m.If(en):
                 m.d.sync += mem_rd[l].eq(rp.data)
-            m.d.comb += [rows[l].eq(Mux(use_fwd[l], fwd_q[l], mem_q[l])),
-                         base[l].eq(Mux(gather, 0, rows[l]))]
+            m.d.comb += rows[l].eq(Mux(use_fwd[l], fwd_q[l], mem_q[l]))
             for c in range(3):
+                m.d.comb += _ch(base[l], c).eq(
+                    Mux(gather, 0, Mux(use_fwd_ch[l][c], _ch(fwd_q[l], c), _ch(mem_q[l], c))))
                 # gather: 0 + pixel, the incoming row
                 m.d.comb += sums[l][c].eq(_ch(base[l], c).as_signed() + prod[l][c])
                 m.d.comb += _ch(wdata[l], c).eq(sums[l][c])
             m.d.comb += [wp.addr.eq(s3.x), wp.data.eq(wdata[l]),
                          wp.en.eq(en & writes(s3, s3_valid)[l])]
         with m.If(en):
-            m.d.sync += [s2.eq(s1), s3.eq(s2), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid)]
+            m.d.sync += [s1.eq(s0), s2.eq(s1), s3.eq(s2),
+                         s1_valid.eq(s0_valid), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid)]
             same_now = s1.x == s2.x
             same_last = s1.x == s3.x
             m.d.sync += [fwd_now.eq(Mux(same_now, writes(s2, s2_valid), 0)),
@@ -218,31 +241,32 @@ class VResample(wiring.Component):
                                 | Mux(same_last, writes(s3, s3_valid), 0)),
                          use_fwd.eq(fwd | s2.init)]
             for l in range(LANES):
+                u = fwd[l] | s2.init[l]
+                m.d.sync += [use_fwd_ch[l][0].eq(u | gather), use_fwd_ch[l][1].eq(u & ~gather),
+                             use_fwd_ch[l][2].eq(u ^ gather)]
                 m.d.sync += [last_w[l].eq(wdata[l]), mem_q[l].eq(mem_rd[l]),
                              fwd_q[l].eq(Mux(s2.init[l], bias_row,
                                              Mux(fwd_now[l], wdata[l], last_w[l])))]
                 for c in range(3):
                     m.d.sync += prod[l][c].eq(join_products(lo[l][c], hi[l][c]))
         for l in range(LANES):
-            # gather: weight 1, so that the product is the pixel (see `base`)
-            w_lo = Mux(gather, 1, weights[l][:W_LO])
-            w_hi = Mux(gather, 0, weights[l][W_LO:].as_signed())
             for c in range(3):
-                plo, phi = weight_products(m, (f"mul_lo{l}_{c}", f"mul_hi{l}_{c}"), w_lo, w_hi,
-                                           self.i.payload[c], en)
+                plo, phi = weight_products(m, (f"mul_lo{l}_{c}", f"mul_hi{l}_{c}"), op_lo[l],
+                                           op_hi[l], s0.pix[c], en)
                 m.d.comb += [lo[l][c].eq(plo), hi[l][c].eq(phi)]
 
-        # S3 → S4: scatter: the emitted lane's sum; gather: the taps and their weights.
+        # S3 → S4: scatter: the emitted lane (its sum is in `last_w`, registered there for the
+        # forwarded row anyway, so no lane mux sits behind the adders); gather: the taps and
+        # their weights.
         s4_emit = Signal()
-        s4_sc = [Signal(ACC, name=f"s4_sc{c}", reset_less=True) for c in range(3)]
+        s4_lane = Signal(2, reset_less=True)
         s4_tap = [[Signal(8, name=f"s4_tap{j}_{c}", reset_less=True) for c in range(3)]
                   for j in range(3)]
         s4_w = [Signal(w_shape, name=f"s4_w{j}", reset_less=True) for j in range(3)]
         with m.If(en):
-            m.d.sync += [s4_emit.eq(s3_valid & s3.emit)]
+            m.d.sync += [s4_emit.eq(s3_valid & s3.emit), s4_lane.eq(s3.lane)]
             m.d.sync += [s4_w[j].eq(s3.w[j]) for j in range(3)]
             for c in range(3):
-                m.d.sync += s4_sc[c].eq(Array(sums[l][c] for l in range(LANES))[s3.lane])
                 rows_by_slot = Array(_ch(rows[l], c)[:8] for l in range(LANES))
                 for j in range(3):
                     tap = rows_by_slot[s3.slot[j]]
@@ -276,7 +300,8 @@ class VResample(wiring.Component):
             m.d.sync += [emit[0].eq(s4_emit)] + [emit[k + 1].eq(emit[k]) for k in range(4)]
             m.d.sync += [sc[k + 1].eq(sc[k]) for k in range(4)]
             for c in range(3):
-                m.d.sync += sc[0][c].eq(clip8(s4_sc[c]))
+                m.d.sync += sc[0][c].eq(clip8(Array(_ch(last_w[l], c)
+                                                    for l in range(LANES))[s4_lane]))
                 m.d.sync += [gprod[j][c].eq(join_products(glo[j][c], ghi[j][c]))
                              for j in range(3)]
                 m.d.sync += [gx[c].eq(Const(BIAS, ACC) + gprod[0][c]),

@@ -239,20 +239,30 @@ class JpegDecoder(wiring.Component):
         m.d.sync += go_q.eq(go)
         m.d.comb += [parser.go.eq(go_q), front_rst.eq(go_q)]
         # ``failed`` (= final & code != 0) is a register of its own, as it fans out to the
-        # parser, the raster and the sequencing.
+        # parser, the raster and the sequencing. ``failed`` and ``ahead`` are written through
+        # their next values (``failed_d``, ``ahead_d``) so that the raster's ``halt`` (failed
+        # & ~ahead) is a register too: its AND in front of the raster's pixel enable was the
+        # last clock's logic too many there.
         failed = Signal()
+        failed_d = Signal()
+        ahead_d = Signal()
+        halt = Signal()
+        m.d.comb += [failed_d.eq(failed), ahead_d.eq(ahead)]
+        m.d.sync += [failed.eq(failed_d), ahead.eq(ahead_d), halt.eq(failed_d & ~ahead_d)]
         with m.If(front_next):
-            m.d.sync += [final.eq(0), code.eq(0), failed.eq(0)]
+            m.d.sync += [final.eq(0), code.eq(0)]
+            m.d.comb += failed_d.eq(0)
         with m.Elif(~final & ~go_q):
             with m.If(parser.res_valid & ~parser.started):
-                m.d.sync += [final.eq(1), code.eq(parser.res_code),
-                             failed.eq(parser.res_code != 0)]
+                m.d.sync += [final.eq(1), code.eq(parser.res_code)]
+                m.d.comb += failed_d.eq(parser.res_code != 0)
             with m.Elif(ent.err != 0):
-                m.d.sync += [final.eq(1), code.eq(ent.err), failed.eq(1)]
+                m.d.sync += [final.eq(1), code.eq(ent.err)]
+                m.d.comb += failed_d.eq(1)
             with m.Elif(ent.done & parser.res_valid):
-                m.d.sync += [final.eq(1), code.eq(parser.res_code),
-                             failed.eq(parser.res_code != 0)]
-        m.d.comb += [parser.abort.eq(failed), ras.halt.eq(failed & ~ahead),
+                m.d.sync += [final.eq(1), code.eq(parser.res_code)]
+                m.d.comb += failed_d.eq(parser.res_code != 0)
+        m.d.comb += [parser.abort.eq(failed), ras.halt.eq(halt),
                      ras.rows_done.eq(Mux(all_rows, 0xFFFF, idct.rows_done))]
 
         # Line-buffer room for the front end: normally two MCU rows past what the raster still
@@ -284,7 +294,8 @@ class JpegDecoder(wiring.Component):
         m.d.comb += front_next.eq(front_complete & ~ahead & parser.at_end)
         with m.If(front_next):
             m.d.comb += go.eq(1)
-            m.d.sync += [ahead.eq(1), all_rows.eq(1), last_row.eq(idct.rows_done - 1),
+            m.d.comb += ahead_d.eq(1)
+            m.d.sync += [all_rows.eq(1), last_row.eq(idct.rows_done - 1),
                          woff_y.eq(woff_y + (idct.rows_done << luma_lines)),
                          woff_c.eq(woff_c + (idct.rows_done << chroma_lines))]
 
@@ -296,14 +307,14 @@ class JpegDecoder(wiring.Component):
         with m.FSM(name="back"):
             with m.State("WAIT_SCAN"):
                 m.d.comb += back_free.eq(1)
-                with m.If(failed & ~ahead):
+                with m.If(halt):
                     m.next = "DRAIN"
                 with m.Elif(start_pending | (start & ~ahead)):
                     m.d.comb += ras.start.eq(1)
                     m.d.sync += start_pending.eq(0)
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(failed & ~ahead):
+                with m.If(halt):
                     m.next = "DRAIN"
                 with m.Elif(ras.done & o_empty & (ahead | (final & ~failed))):
                     m.next = "STATUS"
@@ -313,7 +324,7 @@ class JpegDecoder(wiring.Component):
             with m.State("STATUS"):
                 m.d.comb += self.status.valid.eq(1)
                 with m.If(self.status.ready):
-                    with m.If(failed & ~ahead):
+                    with m.If(halt):
                         m.next = "RESTART"
                     with m.Else():
                         m.next = "HANDOFF"
@@ -321,14 +332,16 @@ class JpegDecoder(wiring.Component):
                 # the front end moves on first (it may still be parsing this image's trailer)
                 with m.If(ahead):
                     m.d.comb += back_rst.eq(1)
-                    m.d.sync += [ahead.eq(0), all_rows.eq(0)]
+                    m.d.comb += ahead_d.eq(0)
+                    m.d.sync += all_rows.eq(0)
                     m.next = "WAIT_SCAN"
             with m.State("RESTART"):
                 # after an error: everything starts afresh with the next file
                 with m.If(parser.at_end):
                     # (the raster's reset is not delayed: ``halt`` drops with ``failed``)
                     m.d.comb += [go.eq(1), back_rst.eq(1)]
-                    m.d.sync += [final.eq(0), code.eq(0), failed.eq(0), all_rows.eq(0),
+                    m.d.comb += failed_d.eq(0)
+                    m.d.sync += [final.eq(0), code.eq(0), all_rows.eq(0),
                                  start_pending.eq(0),
                                  woff_y.eq(0), woff_c.eq(0)]
                     m.next = "WAIT_SCAN"

@@ -176,7 +176,7 @@ class MarkerParser(wiring.Component):
             with m.If(sp_valid | acc):
                 m.d.sync += [byte.eq(ib), last.eq(Mux(sp_valid, sp_last, self.i.payload.last)),
                              valid.eq(1), sp_valid.eq(0),
-                             *[fl[k].eq(v) for k, v in dec.items()],
+                             *[fl[k].eq(v) for k, v in dec.items() if not k.startswith("cid")],
                              *[fk[k].eq(v) for k, v in kinds.items()]]
             with m.Else():
                 m.d.sync += valid.eq(0)
@@ -248,6 +248,16 @@ class MarkerParser(wiring.Component):
               ("LEN1", "PAY", "SCAN", "SCANFF", "PUSH_EOF", "DONE")}
         st_free = Signal(init=1)    # SOI0 first
 
+        # The SOS selectors' compares (``in_cid*``, a byte compare behind the entry's byte mux)
+        # load with the first entry everywhere but in the scan, where they keep their value:
+        # the scan's handshake (``take`` there depends on the byte's FF/00 classes and the
+        # boundary push) was one LUT level too many in front of them. Only an SOS payload
+        # byte reads them, and none follows a scan (an SOS after it ends the image).
+        cid_load = Signal()
+        m.d.comb += cid_load.eq((st_free | ~valid) & (sp_valid | acc))
+        with m.If(cid_load):
+            m.d.sync += [fl[f"cid{k}"].eq(dec[f"cid{k}"]) for k in range(3)]
+
         def nxt(state):
             m.next = state
             m.d.sync += [f.eq(n == state) for n, f in st.items()]
@@ -294,6 +304,10 @@ class MarkerParser(wiring.Component):
         c_h = Array(Signal(4, name=f"ch{k}") for k in range(3))
         c_v = Array(Signal(4, name=f"cv{k}") for k in range(3))
         c_tq = Array(Signal(2, name=f"ctq{k}") for k in range(3))
+        # ``c_tq`` one-hot, for the SOS check: a register of its own, so that the ``tq`` port's
+        # registers feed no logic (Yosys 0.70's ABC9 reintegration fails on a logic input whose
+        # name is the port's ``tq[k]``)
+        c_tq1h = Array(Signal(4, init=1, name=f"ctq1h{k}") for k in range(3))
         ci = Signal(8)              # component index within SOF / SOS
         ci_lt3 = Signal()           # ci < 3
         cf = Signal(2)              # field within the component
@@ -472,7 +486,8 @@ class MarkerParser(wiring.Component):
                             with m.If(fl["gt3"]):
                                 m.d.sync += comp_err.eq(1)
                             with m.If(ci_lt3):
-                                m.d.sync += c_tq[ci[:2]].eq(b[:2])
+                                m.d.sync += [c_tq[ci[:2]].eq(b[:2]),
+                                             c_tq1h[ci[:2]].eq(1 << b[:2])]
                             m.d.sync += [cf.eq(0), ci.eq(ci + 1),
                                          ci_lt3.eq(ci_lt3 & (ci[:2] != 2))]
             with m.If(kone[K_DQT]):
@@ -606,8 +621,9 @@ class MarkerParser(wiring.Component):
                     n_frame = Mux(self.three, 3, 1)
                     ids_rgb = (cid[0] == 82) & (cid[1] == 71) & (cid[2] == 66)
                     rgb = self.three & ~jfif & Mux(adobe_valid, adobe == 0, ids_rgb)
-                    q_ok = (q_def >> c_tq[0])[0] & (~self.three | ((q_def >> c_tq[1])[0] &
-                                                                    (q_def >> c_tq[2])[0]))
+                    q_ok = ((q_def & c_tq1h[0]).any() &
+                            (~self.three | ((q_def & c_tq1h[1]).any() &
+                                            (q_def & c_tq1h[2]).any())))
                     h_ok = Const(1, 1)
                     for k in range(3):
                         dc_ok = (h_def >> s_td[k][:2])[0] | (s_td[k] <= 1)

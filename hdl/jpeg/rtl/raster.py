@@ -51,8 +51,10 @@ rate. Register stages, each holding the result of the step named:
   prefetch) or, on the last pixel of a line, word 0 of the next line (and of line 0 once per
   image, before its first pixel). ``out_rows`` is registered here too, as the reads are.
 - S1: the RAMs' read registers (asynchronous Amaranth ports plus a register: one DP16KD read).
-- SR: the read data straight into registers (the EBR's ~5.8 ns clock-to-output leaves no room
-  for logic in front of them).
+- SR0: the read data straight into registers that feed nothing but SR's (the EBR's ~5.8 ns
+  clock-to-output leaves no room for logic, nor for a route across the die, so these can sit
+  beside their EBRs).
+- SR: the read data again, now near the window logic.
 - S2: a window of three chroma words per RAM (previous, current, next) slides on the first pixel
   of each chroma word and takes the read data as its next word, so the horizontal neighbour
   ``nx`` (``cx`` +- 1) is always in the window, with one read per pixel. Luma word.
@@ -103,13 +105,15 @@ def scaled_size(v, scale):
 
 class _LineRam:
     """A line buffer of 64-bit words, byte-enabled writes, one read port whose data is
-    registered straight out of the RAM. A buffer of 2048 words or more is split into eight byte
-    lanes (a lane of 2048 words is one DP16KD in its 2048 x 9 shape), smaller ones stay one RAM
-    of 64-bit words (fewer, wider DP16KDs)."""
+    registered straight out of the RAM. A buffer of 2048 words or more is split into lanes
+    exactly as deep as one DP16KD shape (2048 x 9, 4096 x 4, 8192 x 2, 16384 x 1): a lane that
+    took several DP16KDs in depth would put a LUT mux after the EBRs' clock-to-output, which
+    with the route is most of a 100 MHz clock. Smaller buffers stay one RAM of 64-bit words
+    (fewer, wider DP16KDs)."""
 
     def __init__(self, m, name, depth):
         self.depth = depth
-        n = 8 if depth >= 2048 else 1
+        n = 1 if depth < 2048 else min(64, 8 * (depth // 2048))
         # no_rw_check: the raster reads only lines that are completely written and not written
         # again while read (flow control), so a read and a write never meet on a word whose
         # data is used; without it yosys adds collision logic between the RAM and its register
@@ -121,9 +125,13 @@ class _LineRam:
     def write(self, m, addr, data, mask):
         w = 64 // len(self.lanes)
         for i, mem in enumerate(self.lanes):
-            wp = mem.write_port(granularity=8)
-            m.d.comb += [wp.addr.eq(addr), wp.data.eq(data[w * i:w * i + w]),
-                         wp.en.eq(mask[w // 8 * i:w // 8 * (i + 1)])]
+            if w > 8:
+                wp = mem.write_port(granularity=8)
+                en = mask[w // 8 * i:w // 8 * (i + 1)]
+            else:
+                wp = mem.write_port()
+                en = mask[w * i // 8]          # the byte this narrow lane is part of
+            m.d.comb += [wp.addr.eq(addr), wp.data.eq(data[w * i:w * i + w]), wp.en.eq(en)]
 
     def read(self, m, addr, name):
         # an asynchronous port and a plain register: yosys merges the two into the RAM's
@@ -319,9 +327,13 @@ class Raster(wiring.Component):
         x = Signal(16)
         x_first = Signal()
         x_last = Signal()
+        # ``hold == 0`` and ``fresh == 0`` as flags kept with the counters: ``fire`` is the
+        # enable of the pixel counter and the line registers, and ``halt`` arrives late
+        hold_zero = Signal(init=1)
+        fresh_zero = Signal(init=1)
         ok_n = ok_n_raw | cur["ylast"]
         fire = Signal()
-        m.d.comb += fire.eq(running & (hold == 0) & ok_c & (~x_last | (ok_n & (fresh == 0)))
+        m.d.comb += fire.eq(running & hold_zero & ok_c & (~x_last | (ok_n & fresh_zero))
                             & room & ~self.halt)
         wrap = fire & x_last
         prime = Signal()            # line 0 becomes current; its first chroma words are read
@@ -331,19 +343,19 @@ class Raster(wiring.Component):
         m.d.sync += [ok_c.eq(cur["need"] < rows_in),
                      ok_n_raw.eq(nl["need"] < rows_in)]
         with m.If(fresh != 0):
-            m.d.sync += fresh.eq(fresh - 1)
+            m.d.sync += [fresh.eq(fresh - 1), fresh_zero.eq(fresh == 1)]
         with m.If((hold != 0) & ((hold != _PRIME) | ok_n_raw)):
-            m.d.sync += hold.eq(hold - 1)
+            m.d.sync += [hold.eq(hold - 1), hold_zero.eq(hold == 1)]
         with m.If(prime | wrap):
             m.d.sync += [ny.eq(ny + 1), x.eq(0), x_first.eq(1), x_last.eq(w1),
-                         fresh.eq(_LINE_LAT), ok_c.eq(ok_n_raw)]
+                         fresh.eq(_LINE_LAT), fresh_zero.eq(0), ok_c.eq(ok_n_raw)]
             m.d.sync += [cur[n].eq(nl[n]) for n, _ in fields]
             with m.If(wrap & cur["ylast"]):
                 m.d.sync += running.eq(0)
         with m.Elif(fire):
             m.d.sync += [x.eq(x + 1), x_first.eq(0), x_last.eq(x == Wm2)]
         with m.If(self.start):
-            m.d.sync += [running.eq(1), hold.eq(_HOLD), ny.eq(0)]
+            m.d.sync += [running.eq(1), hold.eq(_HOLD), hold_zero.eq(0), ny.eq(0)]
 
         # chroma column of the pixel and where its horizontal neighbour nx is: -1 / +1 / same
         cx3 = Mux(hs, x[1:4], x[:3])
@@ -395,15 +407,17 @@ class Raster(wiring.Component):
             return s
 
         s1 = stage(sa, 1, list(sa))
-        # S1 (the RAMs' read registers) -> SR: the read data straight into registers (the
-        # EBR's clock-to-output takes most of a clock)
-        sr = stage(s1, "r", list(s1))
+        # S1 (the RAMs' read registers) -> SR0: the read data straight into registers with no
+        # other load (the EBR's clock-to-output takes most of a clock) -> SR
+        sr0 = stage(s1, "r0", list(s1))
+        sr = stage(sr0, "r", list(sr0))
+        dy0 = _reg(m, ydata, "dy0")
         dy = Signal(64)
         dy2 = Signal(64)
         rdata = [[Signal(64, name=f"rd{q}{p}") for p in range(2)] for q in range(2)]
-        m.d.sync += [dy.eq(ydata), dy2.eq(dy)]
+        m.d.sync += [dy.eq(dy0), dy2.eq(dy)]
         for q, ports in enumerate(cports):
-            m.d.sync += [rdata[q][p].eq(rd) for p, rd in enumerate(ports)]
+            m.d.sync += [rdata[q][p].eq(_reg(m, rd, f"rd0_{q}{p}")) for p, rd in enumerate(ports)]
 
         # -> S2: the chroma windows slide; luma word
         s2 = stage(sr, 2, ["valid", "x3", "cx3", "nsrc", "nidx", "pc0", "vfe", "bias", "last"])
