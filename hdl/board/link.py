@@ -37,17 +37,23 @@ def _bytes_const(data: bytes) -> list:
 
 
 class _Fifo(Elaboratable):
-    """Amaranth's ``SyncFIFOBuffered`` (its ports but the levels, and its timing), with the
-    block RAM marked ``no_rw_check``: a read and a write never meet on one word (the RAM holds
-    ``depth - 1`` words; it is read only when not empty and written only when not full, and the
-    two pointers are equal only then), and without the mark Yosys puts collision logic (a
-    registered compare and a mux) between the block RAM's output and ``r_data``'s users. Yosys
-    honours it only for a synchronous read port it builds itself, so the port is asynchronous
-    and ``r_data`` a register that it merges into the block RAM. ``w_rdy`` is a register kept
-    with the level, not a compare of it (it goes to the writer: the UART, the core)."""
+    """Amaranth's ``SyncFIFOBuffered`` (its ports but the levels), with the block RAM marked
+    ``no_rw_check``: a read and a write never meet on one word (the RAM holds ``depth - 2``
+    words; it is read only when not empty and written only when not full, and the two pointers
+    are equal only then), and without the mark Yosys puts collision logic (a registered compare
+    and a mux) between the block RAM's output and ``r_data``'s users. Yosys honours it only for
+    a synchronous read port it builds itself, so the port is asynchronous and ``ram_q`` a
+    register that it merges into the block RAM.
+
+    ``r_data`` is a second register straight after ``ram_q`` with nothing but its enable in
+    front, which ``bram_outreg`` moves into the DP16KD's output register: the block RAM's own
+    clock-to-output (5.5 ns on the ECP5-85F, speed 6) then no longer starts the consumer's
+    paths. A word takes one clock more from ``w_en`` to ``r_rdy`` than in
+    ``SyncFIFOBuffered``; the capacity is still ``depth``. ``w_rdy`` is a register kept with
+    the level, not a compare of it (it goes to the writer: the UART, the core)."""
 
     def __init__(self, *, width: int, depth: int):
-        assert depth >= 2
+        assert depth >= 3
         self.width, self.depth = width, depth
         self.w_data = Signal(width)
         self.w_en = Signal()
@@ -58,14 +64,19 @@ class _Fifo(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        inner = self.depth - 1
+        inner = self.depth - 2
         level = Signal(range(inner + 1))
 
         def incr(v):
             return v + 1 if inner == 1 << len(v) else Mux(v == inner - 1, 0, v + 1)
 
+        ram_q = Signal(self.width, reset_less=True)
+        ram_q_valid = Signal()
+        out_load = Signal()         # ``ram_q`` moves to ``r_data``
+        nonempty = Signal()         # ``level != 0``, kept with it
         do_write = self.w_rdy & self.w_en
-        do_read = (level != 0) & (~self.r_rdy | self.r_en)
+        m.d.comb += out_load.eq(ram_q_valid & (~self.r_rdy | self.r_en))
+        do_read = nonempty & (~ram_q_valid | out_load)
         produce = Signal(range(inner))
         consume = Signal(range(inner))
         # The storage in lanes no deeper than one DP16KD shape (512 x 36 ... 16384 x 1): a lane
@@ -89,36 +100,36 @@ class _Fifo(Elaboratable):
         with m.If(do_write):
             m.d.sync += produce.eq(incr(produce))
         with m.If(do_read):
-            m.d.sync += [self.r_data.eq(Cat(*read_data)), consume.eq(incr(consume)),
-                         self.r_rdy.eq(1)]
+            m.d.sync += [ram_q.eq(Cat(*read_data)), consume.eq(incr(consume)),
+                         ram_q_valid.eq(1)]
+        with m.Elif(out_load):
+            m.d.sync += ram_q_valid.eq(0)
+        with m.If(out_load):
+            m.d.sync += [self.r_data.eq(ram_q), self.r_rdy.eq(1)]
         with m.Elif(self.r_en):
             m.d.sync += self.r_rdy.eq(0)
-        level_next = Mux(do_write == do_read, level, Mux(do_write, level + 1, level - 1))
-        m.d.sync += [level.eq(level_next), self.w_rdy.eq(level_next != inner)]
+        # The flags from compares of ``level`` itself, beside the handshakes rather than
+        # behind them and the count: they close 10 ns where ``level_next``'s did not.
+        m.d.sync += [level.eq(Mux(do_write == do_read, level,
+                                  Mux(do_write, level + 1, level - 1))),
+                     nonempty.eq(do_write | (nonempty & ~((level == 1) & do_read))),
+                     self.w_rdy.eq(do_read | (self.w_rdy & ~((level == inner - 1) & do_write)))]
         return m
 
 
-def _registered_read(m: Module, fifo, name: str, *, prefetch: bool = False):
-    """A register after a FIFO's read side: an EBR's read data arrives ~6 ns after the clock
-    edge on the ECP5 (DP16KD without its output register), too late for logic behind it at
-    100 MHz. Returns (data, valid, take): ``data``/``valid`` are flip-flops; assert ``take``
-    to consume them.
+def _registered_read(m: Module, fifo, name: str):
+    """The consumer's registers behind a FIFO's read side. Returns (data, valid, take):
+    ``data``/``valid`` are flip-flops; assert ``take`` to consume them.
 
-    ``prefetch``: a second register, so that the FIFO's read enable is a flip-flop too (the
-    second register is free) rather than the consumer's ``take``, logic of its state machine
-    that would otherwise reach the FIFO's level, pointers and block RAM enables. The consumer
-    sees the words exactly as with one register (the next word the clock after a take, when
-    the FIFO has it); the FIFO holds one word less. It costs a mux between the block RAM and
-    ``data``."""
+    A second register (``spare``) takes the FIFO's word while ``data`` is full and not taken,
+    so that the FIFO's read enable is a flip-flop (``~spare_valid``) rather than the consumer's
+    ``take``: logic of its state machine, which would otherwise reach the FIFO's level, its
+    pointers and its block RAM enables. The consumer gets the next word the clock after a take,
+    when the FIFO has it."""
     data = Signal(fifo.width, name=f"{name}_data", reset_less=True)
     valid = Signal(name=f"{name}_valid")
     take = Signal(name=f"{name}_take")
     load = ~valid | take
-    if not prefetch:
-        m.d.comb += fifo.r_en.eq(load)
-        with m.If(load):
-            m.d.sync += [valid.eq(fifo.r_rdy), data.eq(fifo.r_data)]
-        return data, valid, take
     spare = Signal(fifo.width, name=f"{name}_spare", reset_less=True)
     spare_valid = Signal(name=f"{name}_spare_valid")
     m.d.comb += fifo.r_en.eq(~spare_valid)
@@ -181,22 +192,25 @@ class HostLink(wiring.Component):
             m.d.sync += rx_errors.eq(rx_errors + 1)
 
         pop = Signal()
-        # prefetch: the parser's state machine does not reach the FIFO's read side
-        byte, have, rx_take = _registered_read(m, rxf, "rx", prefetch=True)
+        byte, have, rx_take = _registered_read(m, rxf, "rx")
         took = Signal()
         m.d.comb += [rx_take.eq(pop), took.eq(pop & have)]
 
         credit_acc = Signal(range(CREDIT_UNIT))
         credit_units = Signal(range(self.window // CREDIT_UNIT + 2))
+        credit_any = Signal()       # ``credit_units != 0``, kept with it (the serializer's pick)
+        credit_units_next = Signal.like(credit_units)
         credit_take = Signal()
         credit_clear = Signal()
         credit_inc = took & (credit_acc == CREDIT_UNIT - 1)
+        m.d.comb += credit_units_next.eq(Mux(credit_take, 0, credit_units) + credit_inc)
         with m.If(credit_clear):
-            m.d.sync += [credit_acc.eq(0), credit_units.eq(0)]
+            m.d.sync += [credit_acc.eq(0), credit_units.eq(0), credit_any.eq(0)]
         with m.Else():
             with m.If(took):
                 m.d.sync += credit_acc.eq(credit_acc + 1)
-            m.d.sync += credit_units.eq(Mux(credit_take, 0, credit_units) + credit_inc)
+            m.d.sync += [credit_units.eq(credit_units_next),
+                         credit_any.eq(credit_units_next != 0)]
 
         # ---- out FIFO (core -> serializer) ------------------------------------------------------
         m.submodules.out_fifo = outf = _Fifo(width=3 * E, depth=self.out_depth)
@@ -206,13 +220,16 @@ class HostLink(wiring.Component):
         beat, beat_valid, beat_take = _registered_read(m, outf, "beat")
         queued = Signal(range(self.out_depth + 2))     # beats written, not yet taken for sending
         beat_pop = Signal()
-        queued_next = queued + out_fire - beat_pop
-        # ``queued == 0`` and ``min(queued, 255)`` as registers kept with it: they choose and
-        # fill the serializer's next frame
+        # ``queued == 0`` as a register kept with it, and ``min(queued, 255)`` a clock behind
+        # it: they choose and fill the serializer's next frame (an add and a compare behind
+        # the core's output handshake missed 10 ns). IDLE picks a DATA frame on ``out_empty``
+        # and LOAD, a clock later, reads ``queued_255``; no beat leaves in between, so it is at
+        # least 1 then, and at most the beats that are there.
         out_empty = Signal(init=1)
         queued_255 = Signal(8)
-        m.d.sync += [queued.eq(queued_next), out_empty.eq(queued_next == 0),
-                     queued_255.eq(Mux(queued_next > 255, 255, queued_next))]
+        m.d.sync += [queued.eq(queued + out_fire - beat_pop),
+                     out_empty.eq(~out_fire & (out_empty | ((queued == 1) & beat_pop))),
+                     queued_255.eq(Mux(queued > 255, 255, queued))]
 
         # Raster-order check of the core's offset tags.
         step = 3 if spec.output.layout == "HWC" else 1
@@ -278,8 +295,9 @@ class HostLink(wiring.Component):
         digit_sum = byte[0:2] + byte[2:4] + byte[4:6] + byte[6:8] + mod3
         mod3_lut = Array([Const(i % 3, 2) for i in range(16)])
 
+        frame_none = Signal(init=1)     # ``frame_left == 0``, kept with it
         with m.If(took):
-            m.d.sync += frame_left.eq(frame_left - 1)
+            m.d.sync += [frame_left.eq(frame_left - 1), frame_none.eq(frame_left == 1)]
 
         in_request = Signal()
         abort = Signal()
@@ -333,7 +351,9 @@ class HostLink(wiring.Component):
                         m.next = "CHECK"
                 check_abort()
             with m.State("CHECK"):
-                m.d.sync += [frame_left.eq(Cat(Const(0, 2), n_cfg) + n_data), widx.eq(0),
+                frame_bytes = Cat(Const(0, 2), n_cfg) + n_data
+                m.d.sync += [frame_left.eq(frame_bytes), frame_none.eq(frame_bytes == 0),
+                             widx.eq(0),
                              bidx.eq(0), cfg_left.eq(n_cfg), data_left.eq(n_data)]
                 with m.If(hsum != 0):
                     with m.If(bad_hdr_reported):
@@ -478,7 +498,7 @@ class HostLink(wiring.Component):
                 with m.If(~err_pending):
                     m.next = "HUNT"
             with m.State("SKIP"):         # the request was answered; drop the rest of it
-                with m.If(frame_left == 0):
+                with m.If(frame_none):
                     m.next = "HUNT"
                 with m.Else():
                     m.d.comb += pop.eq(1)
@@ -517,7 +537,9 @@ class HostLink(wiring.Component):
         beats_left = Signal(8)
         beats_none = Signal(init=1)     # ``beats_left == 0``, kept with it (it picks txbuf's load)
         beat_count = Signal(32)
-        # ``txn != 0`` as a flag kept with it: ``tx.valid`` feeds the watchdog's progress
+        # ``txn != 0`` as a flag kept with it: ``tx.valid`` feeds the watchdog's progress, and
+        # SEND waits on it. ``txn`` itself only counts while ``tx_busy``: LOAD sets it whether
+        # or not the frame is sent.
         tx_busy = Signal()
         m.d.comb += [self.tx.valid.eq(tx_busy), self.tx.payload.eq(txbuf[:8])]
         with m.If(tx_fire):
@@ -532,7 +554,7 @@ class HostLink(wiring.Component):
         # ``txbuf`` is then an AND-OR of the frames by ``pick`` alone, and the picked frame's
         # condition, checked again in LOAD (a reset of the core or of the credits, or output
         # arriving before an error status, can lapse it in between), only decides whether the
-        # frame is sent (``txn``) and its side effects, not what ``txbuf`` holds.
+        # frame is sent (``tx_busy``) and its side effects, not what ``txbuf`` holds.
         status_bytes = _bytes_const(bytes([RESP_SYNC, RespType.STATUS]))
         frames = [
             info,
@@ -543,7 +565,7 @@ class HostLink(wiring.Component):
         ]
         pick = Signal(len(frames))
         st_ok = st_full & out_empty & ~self.core_rst
-        frame_ok = [Const(1), out_empty, credit_units != 0, st_ok, Const(1)]
+        frame_ok = [Const(1), out_empty, credit_any, st_ok, Const(1)]
         built = Const(0, 8 * buf_bytes)
         length = Const(0, len(txn))
         for k, parts in enumerate(frames):
@@ -561,7 +583,7 @@ class HostLink(wiring.Component):
                 with m.Elif(err_pending & out_empty):
                     m.d.sync += pick.eq(1 << 1)
                     m.next = "LOAD"
-                with m.Elif(credit_units != 0):
+                with m.Elif(credit_any):
                     m.d.sync += pick.eq(1 << 2)
                     m.next = "LOAD"
                 with m.Elif(st_ok):
@@ -571,7 +593,7 @@ class HostLink(wiring.Component):
                     m.d.sync += pick.eq(1 << 4)
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.sync += [txbuf.eq(built), txn.eq(Mux(sent, length, 0)), tx_busy.eq(sent)]
+                m.d.sync += [txbuf.eq(built), txn.eq(length), tx_busy.eq(sent)]
                 m.next = "SEND"
                 with m.If(~sent):
                     m.next = "IDLE"
@@ -587,7 +609,7 @@ class HostLink(wiring.Component):
                 with m.If(pick[4]):
                     m.d.sync += [beats_left.eq(queued_255), beats_none.eq(queued_255 == 0)]
             with m.State("SEND"):
-                with m.If(txn == 0):
+                with m.If(~tx_busy):
                     with m.If(beats_none):
                         m.next = "IDLE"
                     with m.Elif(beat_valid):

@@ -20,12 +20,14 @@ than the downstream ``ready``):
 - S1 → S2: partial products of weight x pixel (one MULT18X18D each); whether S2's row is still
   being written by the items ahead (forwarding flags);
 - S2 → S3: the products; the lane rows straight from the memories, and beside them the row
-  forwarded from the item writing now or the one that wrote at the read's own clock edge (or,
-  for a scatter lane that the item restarts, the rounding bias);
-- S3: picks the memory's or the forwarded row; scatter adds the products to the lane rows and
-  writes them back at x; gather writes the incoming row into its ring slot. S3 → S4: scatter:
-  the emitted lane (its sum is the lane's written-back row, registered for forwarding);
-  gather: the three taps selected by ring slot (fabric registers);
+  forwarded from the newest of the three items whose writes the read missed (the one writing
+  a clock later, the one at S3's output and the one whose write was waiting) or, for a scatter
+  lane that the item restarts, the rounding bias;
+- S3: picks the memory's or the forwarded row; scatter adds the products to the lane rows,
+  gather takes the incoming row for its ring slot; the sums go into registers and from there
+  back into the lane memories at x a clock later. S3 → S4: scatter: the emitted lane (its sum
+  is the lane's written-back row, registered for the write and for forwarding); gather: the
+  three taps selected by ring slot (fabric registers);
 - S4 → S5: scatter: the emitted lane's sum, clip8; gather: the taps and weights into the
   multipliers' operand registers (inside the MULT18X18Ds on the ECP5);
 - S5 → S6: gather: partial products of the taps;
@@ -206,6 +208,7 @@ class VResample(wiring.Component):
         # different where their value does not matter: in gather the adders' row operand is 0
         # whatever the select, and in scatter the taps are not used.
         fwd_now = Signal(LANES)
+        fwd_last = Signal(LANES)    # S2's row was last written by the item now at S3's output
         fwd = Signal(LANES)
         use_fwd = Signal(LANES)
         use_fwd_ch = [[Signal(name=f"use_fwd{l}_ch{c}") for c in range(3)] for l in range(LANES)]
@@ -214,6 +217,14 @@ class VResample(wiring.Component):
         rows = [Signal(LaneRow, name=f"row{l}") for l in range(LANES)]
         base = [Signal(LaneRow, name=f"base{l}") for l in range(LANES)]     # the adders' rows
         last_w = [Signal(LaneRow, name=f"last_w{l}", reset_less=True) for l in range(LANES)]
+        # The write-back leaves from registers a clock after S3 (``last_w`` with ``w_x`` and
+        # ``w_mask``): the adders' sums went straight to the block RAMs' data inputs, and that
+        # route across the die missed 10 ns. The item whose write waits there is one more that
+        # a read may miss, so its row (``last_w2`` by the time the reader is at S2) is
+        # forwarded too.
+        w_x = Signal(len(s3.x), reset_less=True)
+        w_mask = Signal(LANES)
+        last_w2 = [Signal(LaneRow, name=f"last_w2_{l}", reset_less=True) for l in range(LANES)]
         bias_row = Cat(*(Const(BIAS, ACC) for _ in range(3)))
         sums = [[Signal(ACC, name=f"sum{l}_{c}") for c in range(3)] for l in range(LANES)]
         wdata = [Signal(LaneRow, name=f"wdata{l}") for l in range(LANES)]
@@ -229,24 +240,26 @@ class VResample(wiring.Component):
                 # gather: 0 + pixel, the incoming row
                 m.d.comb += sums[l][c].eq(_ch(base[l], c).as_signed() + prod[l][c])
                 m.d.comb += _ch(wdata[l], c).eq(sums[l][c])
-            m.d.comb += [wp.addr.eq(s3.x), wp.data.eq(wdata[l]),
-                         wp.en.eq(en & writes(s3, s3_valid)[l])]
+            m.d.comb += [wp.addr.eq(w_x), wp.data.eq(last_w[l]), wp.en.eq(en & w_mask[l])]
         with m.If(en):
             m.d.sync += [s1.eq(s0), s2.eq(s1), s3.eq(s2),
-                         s1_valid.eq(s0_valid), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid)]
-            same_now = s1.x == s2.x
-            same_last = s1.x == s3.x
-            m.d.sync += [fwd_now.eq(Mux(same_now, writes(s2, s2_valid), 0)),
-                         fwd.eq(Mux(same_now, writes(s2, s2_valid), 0)
-                                | Mux(same_last, writes(s3, s3_valid), 0)),
+                         s1_valid.eq(s0_valid), s2_valid.eq(s1_valid), s3_valid.eq(s2_valid),
+                         w_x.eq(s3.x), w_mask.eq(writes(s3, s3_valid))]
+            # the items that write after S1's read: S2's, S3's and the waiting write's
+            same_now = Mux(s1.x == s2.x, writes(s2, s2_valid), 0)
+            same_last = Mux(s1.x == s3.x, writes(s3, s3_valid), 0)
+            same_w = Mux(s1.x == w_x, w_mask, 0)
+            m.d.sync += [fwd_now.eq(same_now), fwd_last.eq(same_last),
+                         fwd.eq(same_now | same_last | same_w),
                          use_fwd.eq(fwd | s2.init)]
             for l in range(LANES):
                 u = fwd[l] | s2.init[l]
                 m.d.sync += [use_fwd_ch[l][0].eq(u | gather), use_fwd_ch[l][1].eq(u & ~gather),
                              use_fwd_ch[l][2].eq(u ^ gather)]
-                m.d.sync += [last_w[l].eq(wdata[l]), mem_q[l].eq(mem_rd[l]),
-                             fwd_q[l].eq(Mux(s2.init[l], bias_row,
-                                             Mux(fwd_now[l], wdata[l], last_w[l])))]
+                m.d.sync += [last_w[l].eq(wdata[l]), last_w2[l].eq(last_w[l]),
+                             mem_q[l].eq(mem_rd[l]),
+                             fwd_q[l].eq(Mux(s2.init[l], bias_row, Mux(
+                                 fwd_now[l], wdata[l], Mux(fwd_last[l], last_w[l], last_w2[l]))))]
                 for c in range(3):
                     m.d.sync += prod[l][c].eq(join_products(lo[l][c], hi[l][c]))
         for l in range(LANES):

@@ -179,15 +179,21 @@ class EntropyDecoder(wiring.Component):
         m.d.comb += head_end.eq(Cat(Const(0, 3), head.pos))
         have_end = count != 0
 
+        # ``fifo_room`` (count < FIFO_DEPTH) is a register set from the next count: ``bnd.ready``
+        # reaches the parser's byte handshake, and a compare of the count there, placed by
+        # the entropy decoder, was the ECP5 build's critical path.
+        fifo_room = Signal(init=1)
+        count_next = Signal(4)
         push = self.bnd.valid & self.bnd.ready
-        m.d.comb += self.bnd.ready.eq(count < FIFO_DEPTH)
+        m.d.comb += self.bnd.ready.eq(fifo_room)
         m.d.comb += [fifo_w.addr.eq(wp), fifo_w.data.eq(self.bnd.payload.as_value()),
                      fifo_w.en.eq(push)]
         with m.If(push):
             m.d.sync += wp.eq(wp + 1)
         with m.If(pop):
             m.d.sync += rp.eq(rp + 1)
-        m.d.sync += count.eq(count + push - pop)
+        m.d.comb += count_next.eq(count + push - pop)
+        m.d.sync += [count.eq(count_next), fifo_room.eq(count_next < FIFO_DEPTH)]
 
         # ---- MCU bookkeeping ----------------------------------------------------------------
         # the last MCU column and row (registered: the configuration is stable during the scan)
@@ -326,10 +332,11 @@ class EntropyDecoder(wiring.Component):
             m.d.comb += ext.eq(raw - (Const(1, 12) << size) + 1)
 
         # Enough bits for any symbol (a code and its magnitude: 27), or a full boundary FIFO
-        # (the parser stalled on a marker: then every bit up to three boundaries past the
-        # segment's end is in the buffer, and a symbol longer than that is an overrun anyway).
-        bits_ok = Signal()
-        m.d.comb += bits_ok.eq((nbits >= NEED_BITS) | (count == FIFO_DEPTH))
+        # and no byte waiting in ``ib``/``sk`` (the parser stalled on a marker: then every bit
+        # up to three boundaries past the segment's end is in the buffer, and a symbol longer
+        # than that is an overrun anyway; a waiting byte goes in unless the buffer is full,
+        # and a full buffer holds 27 bits).
+        bits_ok = Signal()     # (set below, with ``ib``)
 
         # Refill: one byte per clock right after the buffer's valid bits (bits past ``nbits``
         # are zero), except in a symbol's phases 2 and 3 (phase 3 consumes from the buffer
@@ -342,16 +349,25 @@ class EntropyDecoder(wiring.Component):
         consuming = Signal()
         # The byte from the parser waits a clock in ``ib`` before it goes into the buffer: the
         # parser's output handshake and the 64-bit placing shift do not fit one clock together
-        # on the ECP5. ``zfill`` bytes only follow once ``ib`` is empty, so the order holds.
+        # on the ECP5. A second entry, ``sk``, takes the byte that arrives while ``ib`` is
+        # full and not taken, so that ``bi.ready`` is a flip-flop (``~sk_v``): the buffer's
+        # state (``free``, the phase) reached the parser's byte handshake and all its enables
+        # through it, across the die. ``sk`` is only full while ``ib`` is, and ``zfill`` bytes
+        # only follow once ``ib`` is empty, so the order holds.
         ib = Signal(8, reset_less=True)
         ib_v = Signal()
+        sk = Signal(8, reset_less=True)
+        sk_v = Signal()
         take = Signal()
+        arrive = Signal()
         m.d.comb += [take.eq(ib_v & ~free[-1] & ~consuming),
-                     self.bi.ready.eq(~ib_v | take)]
-        with m.If(self.bi.valid & self.bi.ready):
-            m.d.sync += [ib.eq(self.bi.payload), ib_v.eq(1)]
-        with m.Elif(take):
-            m.d.sync += ib_v.eq(0)
+                     self.bi.ready.eq(~sk_v), arrive.eq(self.bi.valid & ~sk_v)]
+        with m.If(take | ~ib_v):
+            m.d.sync += [ib.eq(Mux(sk_v, sk, self.bi.payload)), ib_v.eq(sk_v | arrive),
+                         sk_v.eq(0)]
+        with m.Elif(arrive):
+            m.d.sync += [sk.eq(self.bi.payload), sk_v.eq(1)]
+        m.d.comb += bits_ok.eq((nbits >= NEED_BITS) | (~fifo_room & ~ib_v))
         grow = take | (self.zfill & ~ib_v & ~free[-1] & ~consuming)
         with m.If(sym_go):
             m.d.sync += [buf.eq(_shl64(p3_buf, size)), nbits.eq(nbits - p3_nsym),

@@ -438,14 +438,20 @@ class MarkerParser(wiring.Component):
 
         # ---- marker dispatch ----------------------------------------------------------------
         # (the marker's kind and ending code come decoded from the input stage)
-        def begin_segment(k):
+        # ``kind`` loads in every clock of the states that dispatch (MARKF, SCANFF), whatever
+        # the byte: only the segment that a dispatch begins reads it, and a clock enable of
+        # the state alone keeps the byte handshake and the marker's checks out of its path.
+        def load_kind():
+            k = Mux(trailer, fk["t_kind"], fk["h_kind"])
             m.d.sync += [kind.eq(k), kone.eq(Const(1, 8) << k)]
+
+        def begin_segment():
             goto("LEN0", last, S.TRUNCATED)
 
         def dispatch():
             with m.If(trailer):
                 with m.If(fl["t_beg"]):
-                    begin_segment(fk["t_kind"])
+                    begin_segment()
                 with m.Elif(fl["tem"]):
                     goto("MARK0", last, mark_eof)
                 with m.Else():
@@ -455,7 +461,7 @@ class MarkerParser(wiring.Component):
                 with m.If((fl["sof01"] & self.header_valid) | (fl["sos"] & ~self.header_valid)):
                     finish(S.BAD_HEADER, last)
                 with m.Else():
-                    begin_segment(fk["h_kind"])
+                    begin_segment()
             with m.Elif(fl["tem"]):
                 goto("MARK0", last, mark_eof)
             with m.Else():
@@ -744,6 +750,7 @@ class MarkerParser(wiring.Component):
                         goto("MARKF", last, mark_eof)
                 drain_on_abort()
             with m.State("MARKF"):
+                load_kind()
                 with m.If(valid):
                     with m.If(fl["ff"]):
                         goto("MARKF", last, mark_eof)
@@ -794,6 +801,7 @@ class MarkerParser(wiring.Component):
                         nxt("SCANFF")
                 drain_on_abort()
             with m.State("SCANFF"):
+                load_kind()
                 with m.If(take):
                     with m.If(fl["ff"] | fl["00"] | fl["rst"]):
                         with m.If(last):
